@@ -110,6 +110,10 @@ def plain(x: Any, what: str = "value", _depth: int = 0) -> Any:
                 raise UntrustedValue(f"{what}: dict key {k!r} is not a str or int")
             out[str.__str__(k) if type(k) is str else int(k)] = plain(v, f"{what}[{k!r}]", _depth + 1)
         return out
+    if t.__module__ == "reprokit.wire" and t.__qualname__ == "Opaque":
+        raise UntrustedValue(f"{what}: {object.__getattribute__(x, '_type')} values cannot be "
+                             "graded (is the answer still `...`?); use numbers, strings, lists, "
+                             "dicts, arrays or tensors")
     raise UntrustedValue(
         f"{what}: the grader accepts numbers, strings, lists, dicts, arrays and tensors; "
         f"got {t.__module__}.{t.__qualname__}"
