@@ -198,6 +198,9 @@ def read_cells(path: Path) -> tuple[list[str], Path]:
 
     if path.is_dir():
         nbs = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+        zips = sorted(path.glob("*.zip"))
+        if not nbs and len(zips) == 1:  # an export from grader.export()
+            nbs = zips
         if len(nbs) != 1:
             raise InvalidSubmission(f"expected one notebook in {path.name}, found {len(nbs)}")
         path = nbs[0]
