@@ -277,10 +277,14 @@ def grade(
     *,
     timeout_s: float | None = None,
     memory_mb: int = 4096,
+    question_timeout_s: float | None = None,
 ) -> GradeResult:
     """Grade ``submission`` with ``autograder`` (a built zip or an extracted folder).
 
-    Never raises for a bad submission: its status says what went wrong and every
+    ``timeout_s`` bounds the whole submission (default: three times the assignment's
+    budget, at least 120 s); ``question_timeout_s`` bounds each test file (default:
+    the budget, at least 30 s): a question that hangs scores zero and the others are
+    still graded. Never raises for a bad submission: its status says what went wrong and every
     question it could not earn scores zero. Raises :class:`AutograderError` when the
     autograder itself is unusable.
     """
@@ -295,13 +299,17 @@ def grade(
         budget = timeout_s if timeout_s is not None else max(120.0, 3 * ag.time_budget_s)
         deadline = t0 + budget
 
+        isolation: list[str] = []
+
         def finish(status: str, message: str, questions: dict[str, QuestionScore]) -> GradeResult:
+            fp = _fingerprint(ag.seed)
+            fp["isolation"] = isolation
             return GradeResult(
                 status=status, questions=questions,
                 score=float(sum(q.score for q in questions.values())),
                 possible=float(sum(q.possible for q in questions.values())),
                 duration_s=round(time.monotonic() - t0, 3), message=message,
-                fingerprint=_fingerprint(ag.seed),
+                fingerprint=fp,
             )
 
         try:
@@ -321,11 +329,13 @@ def grade(
                 except sandbox.ProtocolViolation as e:
                     return finish("error", f"{e} (did it call os._exit or crash?); every question "
                                   "scores zero", _zero(tests))
+                isolation[:] = report.isolation
                 if report.memory_error:
                     where = next((er["cell"] for er in report.errors if er["type"] == "MemoryError"), "?")
                     return finish("out-of-memory", f"code cell {where} ran out of memory (limit "
                                   f"{memory_mb} MB); every question scores zero", _zero(tests))
-                questions, status, message = _run_tests(zygote, tests, ag, deadline)
+                questions, status, message = _run_tests(zygote, tests, ag, deadline,
+                                                        question_timeout_s)
                 if report.errors and status == "graded":
                     first = report.errors[0]
                     message = (f"{len(report.errors)} cell(s) raised; first: code cell {first['cell']}"
@@ -337,8 +347,8 @@ def grade(
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder,
-               deadline: float) -> tuple[dict[str, QuestionScore], str, str]:
+def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadline: float,
+               question_timeout_s: float | None) -> tuple[dict[str, QuestionScore], str, str]:
     questions = _zero(tests)
     status, message = "graded", ""
     token = _MATERIAL.set(ag.files)
@@ -350,7 +360,7 @@ def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder,
                 return _zero(tests), "timeout", (
                     "the time budget ran out before every question was graded; every question "
                     "scores zero")
-            per_question = min(remaining, max(30.0, ag.time_budget_s))
+            per_question = min(remaining, question_timeout_s or max(30.0, ag.time_budget_s))
             if zygote.dead:
                 questions[tf.name].output = "not graded: the submission's process was lost"
                 continue

@@ -52,6 +52,8 @@ DEFAULT_PRELOAD = (
 UID_RANGE = range(61000, 61512)
 _LOCK_DIR = Path(tempfile.gettempdir()) / "reprokit-uids"
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 
 
 class SandboxError(RuntimeError):
@@ -192,6 +194,7 @@ class ExecReport:
     errors: list[dict] = field(default_factory=list)
     memory_error: bool = False
     duration_s: float = 0.0
+    isolation: list[str] = field(default_factory=list)
 
 
 class Zygote:
@@ -221,6 +224,7 @@ class Zygote:
             errors=errors if type(errors) is list else [],
             memory_error=msg.get("memory_error") is True,
             duration_s=time.monotonic() - t0,
+            isolation=[str(x) for x in msg.get("isolation", []) if type(x) is str],
         )
 
     def _recv(self, timeout_s: float, doing: str, *, kill_on_timeout: bool = True) -> dict:
@@ -431,15 +435,21 @@ def proxy_environment(session: Session, names: list[str]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- template side
 
+_VISIBLE: list[str] = []
+
 
 def _template_main(socket_path: str, preload: list[str]) -> None:  # pragma: no cover - subprocess
     import importlib
     import warnings
 
     warnings.filterwarnings("ignore")
+    cwd = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
     for name in preload:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
+    global _VISIBLE
+    _VISIBLE = _visible_paths()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # zygotes are reaped by the kernel
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(socket_path)
@@ -458,6 +468,63 @@ def _template_main(socket_path: str, preload: list[str]) -> None:  # pragma: no 
                 pass
             os._exit(0)
         conn.close()
+
+
+def _mount(libc: Any, source: str | None, target: str, fstype: str | None, flags: int,
+           data: str | None = None) -> None:
+    enc = (lambda v: v.encode() if v is not None else None)
+    if libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+def _visible_paths() -> list[str]:
+    """What a submission may see of the machine: the OS, Python, installed packages."""
+    paths = {"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt/conda"}
+    paths |= {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if "." in name or not file:
+            continue
+        root = os.path.dirname(os.path.dirname(os.path.abspath(file))) if file.endswith(
+            "__init__.py") else os.path.dirname(os.path.abspath(file))
+        paths.add(root)
+    keep = sorted(p for p in paths if os.path.exists(p))
+    # drop paths inside others
+    return [p for p in keep if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in keep)]
+
+
+def _enter_jail(workdir: str, visible: list[str]) -> None:
+    """A private mount namespace whose root holds only ``visible`` (read-only) and the work dir.
+
+    Hidden tests, chaffs, the repository and other submissions are simply not there.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
+    jail = os.path.join(os.path.dirname(workdir), "jail")
+    os.makedirs(jail, exist_ok=True)
+    _mount(libc, "tmpfs", jail, "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=755")
+    for path in visible:
+        target = jail + path
+        if os.path.islink(path):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.symlink(os.readlink(path), target)
+            continue
+        os.makedirs(target, exist_ok=True)
+        _mount(libc, path, target, None, MS_BIND | MS_REC)
+        _mount(libc, None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+    os.makedirs(jail + "/dev", exist_ok=True)
+    _mount(libc, "/dev", jail + "/dev", None, MS_BIND | MS_REC)
+    os.makedirs(jail + "/proc", exist_ok=True)
+    _mount(libc, "proc", jail + "/proc", "proc", MS_NOSUID | MS_NODEV)
+    os.makedirs(jail + "/tmp", exist_ok=True)
+    _mount(libc, "tmpfs", jail + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=512m,mode=1777")
+    os.makedirs(jail + workdir, exist_ok=True)
+    _mount(libc, workdir, jail + workdir, None, MS_BIND)
+    os.chroot(jail)
+    os.chdir(workdir)
 
 
 def _drop_privileges(uid: int | None, limits: dict) -> None:
@@ -485,6 +552,7 @@ def _zygote_main(conn: socket.socket) -> None:  # pragma: no cover - runs in the
     os.setsid()
     wire.send(conn, {"pid": os.getpid()})
     config = wire.recv(conn)
+    config["visible"] = _VISIBLE
     workdir = config["workdir"]
     os.chdir(workdir)
     log = os.open(os.path.join(workdir, ".reprokit-output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -493,14 +561,21 @@ def _zygote_main(conn: socket.socket) -> None:  # pragma: no cover - runs in the
     os.close(log)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
+    isolation = ["uid", "network", "limits"] if config["uid"] is not None else ["limits"]
+    if config["uid"] is not None:
+        try:
+            _enter_jail(workdir, config["visible"])
+            isolation.append("filesystem")
+        except OSError as e:
+            print(f"reprokit: no file-system isolation ({e})", flush=True)
     _drop_privileges(config["uid"], config["limits"])
     tmp = os.path.join(workdir, ".tmp")
     os.makedirs(tmp, exist_ok=True)
-    os.environ.update({"HOME": workdir, "TMPDIR": tmp, "MPLBACKEND": "Agg",
+    os.environ.update({"HOME": workdir, "TMPDIR": tmp, "MPLBACKEND": "Agg", "MPLCONFIGDIR": tmp,
                        "REPROKIT_SANDBOX": "1", **config.get("env", {})})
     tempfile.tempdir = tmp
     sys.path.insert(0, workdir)
-    ns = _execute(config["cells"], config.get("seed"), conn)
+    ns = _execute(config["cells"], config.get("seed"), conn, isolation)
     _serve_zygote(conn, ns)
 
 
@@ -527,7 +602,8 @@ def _seed(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def _execute(cells: list[str], seed: int | None, conn: socket.socket) -> dict:  # pragma: no cover
+def _execute(cells: list[str], seed: int | None, conn: socket.socket,
+             isolation: list[str]) -> dict:  # pragma: no cover
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
@@ -552,7 +628,8 @@ def _execute(cells: list[str], seed: int | None, conn: socket.socket) -> dict:  
             memory_error |= isinstance(err, MemoryError)
             errors.append({"cell": index, "type": type(err).__name__, "message": str(err)[:500]})
     sys.stdout.flush()
-    wire.send(conn, {"op": "executed", "errors": errors, "memory_error": memory_error})
+    wire.send(conn, {"op": "executed", "errors": errors, "memory_error": memory_error,
+                     "isolation": isolation})
     return shell.user_ns
 
 
