@@ -88,6 +88,7 @@ def test_attack_scores_no_more_than_blank(name: str, built: dict[str, Path], bla
     if name in FS_ATTACKS and not sandbox.can_drop_privileges():
         pytest.skip("file-system defences need root")
     import otter
+
     import reprokit.plain
 
     guarded = [Path(reprokit.plain.__file__),

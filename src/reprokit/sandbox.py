@@ -231,7 +231,7 @@ class Zygote:
         self.sock.settimeout(max(timeout_s, 0.001))
         try:
             return wire.recv(self.sock)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             if kill_on_timeout:
                 self.kill()
             raise GradingTimeout(f"the submission took longer than {timeout_s:.0f} s {doing}") from None
@@ -309,14 +309,21 @@ class Session:
 
     def _answer_callback(self, msg: dict) -> None:
         obj = self._callbacks.get(msg.get("id")) if type(msg.get("id")) is int else None
-        attr = msg.get("attr")
-        if obj is None or type(attr) is not str or attr.startswith("_"):
-            reply = {"op": "callback_result", "error": f"no attribute {attr!r}"}
-        else:
-            try:
-                reply = {"op": "callback_result", "value": wire.encode(getattr(obj, attr))}
-            except AttributeError as e:
-                reply = {"op": "callback_result", "error": str(e)}
+        attr, item = msg.get("attr"), msg.get("item")
+        try:
+            if obj is None:
+                raise AttributeError("no such object")
+            if msg.get("iter") is True:
+                value = list(iter(obj))
+            elif type(item) in (str, int):
+                value = obj[item]
+            elif type(attr) is str and not attr.startswith("_"):
+                value = getattr(obj, attr)
+            else:
+                raise AttributeError(f"no attribute {attr!r}")
+            reply = {"op": "callback_result", "value": wire.encode(value)}
+        except (AttributeError, KeyError, IndexError, TypeError) as e:
+            reply = {"op": "callback_result", "error": f"{type(e).__name__}: {e}"}
         wire.send(self.zygote.sock, reply)
 
     def _encode_arg(self, x: Any, path: str) -> Any:
@@ -472,7 +479,8 @@ def _template_main(socket_path: str, preload: list[str]) -> None:  # pragma: no 
 
 def _mount(libc: Any, source: str | None, target: str, fstype: str | None, flags: int,
            data: str | None = None) -> None:
-    enc = (lambda v: v.encode() if v is not None else None)
+    def enc(v):
+        return (v.encode() if v is not None else None)
     if libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
@@ -672,17 +680,23 @@ class _CallbackStub:
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_key", key)
 
-    def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        wire.send(self._conn, {"op": "callback", "id": self._key, "attr": attr})
+    def _ask(self, **request: Any) -> Any:
+        wire.send(self._conn, {"op": "callback", "id": self._key, **request})
         reply = wire.recv(self._conn)
         if "error" in reply:
             raise AttributeError(reply["error"])
         return wire.decode(reply.get("value"))
 
-    def __getitem__(self, key: str) -> Any:
-        return self.__getattr__(key)
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return self._ask(attr=attr)
+
+    def __getitem__(self, key: str | int) -> Any:
+        return self._ask(item=key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._ask(iter=True))
 
 
 def _serve_session(conn: socket.socket, ns: dict) -> None:  # pragma: no cover

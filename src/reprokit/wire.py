@@ -13,7 +13,8 @@ import json
 import socket
 import struct
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -1,0 +1,114 @@
+"""The sandbox's wire format and proxies: data in, data out, nothing else."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reprokit import sandbox, wire
+from reprokit.audit import RecordingSplits
+
+
+def test_wire_round_trip_builds_exact_types() -> None:
+    value = {"a": [1, 2.5, None, True, "x"], "t": (np.arange(3, dtype=np.int32),),
+             "tensor": torch.ones(2, 2), 3: float("nan")}
+    out = wire.decode(wire.encode(value))
+    assert out["a"] == [1, 2.5, None, True, "x"]
+    assert type(out["t"]) is tuple and out["t"][0].dtype == np.int32
+    assert type(out["tensor"]) is torch.Tensor and out["tensor"].sum().item() == 4.0
+    assert math.isnan(out[3])
+
+
+@pytest.mark.parametrize("payload", [
+    {"__pickle__": "gASV"},
+    {"__ndarray__": {"dtype": "object", "shape": [1], "data": ""}},
+    {"__ndarray__": {"dtype": "float32", "shape": [4], "data": "AAAA"}},
+    {"a": 1, "b": 2},
+])
+def test_wire_refuses_anything_but_data(payload: dict) -> None:
+    with pytest.raises(wire.ProtocolError):
+        wire.decode(payload)
+
+
+def test_wire_turns_student_classes_into_opaque_values() -> None:
+    class Liar(float):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    out = wire.decode(wire.encode([Liar(1.0)]))
+    assert isinstance(out[0], wire.Opaque)
+    with pytest.raises(TypeError, match="Liar"):
+        out[0] == 1.0  # noqa: B015
+
+
+CELLS = [
+    "state = []\n"
+    "def bump():\n    state.append(1)\n    return len(state)\n",
+    "def search(splits):\n    X, y = splits.val\n    return float(X.sum())\n",
+    "def cheat(splits):\n    train, val, test = splits\n    return float(test[0].sum())\n",
+    "def boom(x):\n    raise ValueError(f'bad {x}')\n",
+    "def double(a):\n    return a * 2\n",
+]
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    base = Path(tempfile.mkdtemp())
+    base.chmod(0o711)
+    work = base / "work"
+    work.mkdir()
+    with sandbox.sandbox_uid() as uid:
+        if uid is not None:
+            import os
+            os.chown(work, uid, uid)
+        z = sandbox.Zygote(work, CELLS, uid=uid, seed=0, limits=sandbox.Limits(memory_mb=2048))
+        report = z.execute(60)
+        assert report.errors == []
+        yield z
+        z.close()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_each_session_starts_from_the_executed_notebook(zygote: sandbox.Zygote) -> None:
+    with zygote.session(30) as s:
+        bump = s.lookup(["bump"])["bump"]
+        assert [bump(), bump()] == [1, 2]
+    with zygote.session(30) as s:
+        assert s.lookup(["bump"])["bump"]() == 1
+
+
+def test_remote_call_sends_and_returns_plain_data(zygote: sandbox.Zygote) -> None:
+    with zygote.session(30) as s:
+        out = s.lookup(["double"])["double"](torch.arange(3))
+    assert type(out) is torch.Tensor and out.tolist() == [0, 2, 4]
+
+
+def test_student_exception_arrives_as_student_error(zygote: sandbox.Zygote) -> None:
+    with zygote.session(30) as s, pytest.raises(sandbox.StudentError, match="ValueError: bad 7"):
+        s.lookup(["boom"])["boom"](7)
+
+
+def test_missing_names_are_absent(zygote: sandbox.Zygote) -> None:
+    with zygote.session(30) as s:
+        assert s.lookup(["nope", "bump"]).keys() == {"bump"}
+
+
+def splits() -> RecordingSplits:
+    pair = (torch.ones(4, 2), torch.zeros(4, dtype=torch.long))
+    return RecordingSplits(train=pair, val=pair, test=pair)
+
+
+def test_callback_objects_record_access_in_the_grader(zygote: sandbox.Zygote) -> None:
+    honest, cheater = splits(), splits()
+    with zygote.session(30) as s:
+        env = s.lookup(["search", "cheat"])
+        assert env["search"](honest) == 8.0
+        assert env["cheat"](cheater) == 8.0
+    assert honest.accessed == {"val"}
+    assert "test" in cheater.accessed
