@@ -15,6 +15,7 @@ budget, or that runs out of memory, scores zero on every question (status
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import json
@@ -347,6 +348,26 @@ def grade(
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _deterministic(seed: int | None):
+    """Derandomized hypothesis and seeded RNGs while the grader runs tests."""
+    from hypothesis import settings
+
+    settings.register_profile("reprokit-grading-engine", derandomize=True, database=None,
+                              deadline=None, print_blob=False)
+    previous = getattr(settings, "_current_profile", None) or "default"
+    settings.load_profile("reprokit-grading-engine")
+    try:
+        try:
+            from reprokit.seeding import seeded
+        except ImportError:  # pragma: no cover
+            seeded = None
+        with seeded(seed if seed is not None else 0) if seeded else contextlib.nullcontext():
+            yield
+    finally:
+        settings.load_profile(previous)
+
+
 def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadline: float,
                question_timeout_s: float | None) -> tuple[dict[str, QuestionScore], str, str]:
     questions = _zero(tests)
@@ -365,7 +386,7 @@ def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadlin
                 questions[tf.name].output = "not graded: the submission's process was lost"
                 continue
             try:
-                with zygote.session(per_question) as session:
+                with zygote.session(per_question) as session, _deterministic(ag.seed):
                     env = sandbox.proxy_environment(session, _test_names(tf))
                     tf.run(env)
             except sandbox.GradingTimeout as e:
