@@ -1,0 +1,61 @@
+"""Every level of the first paper, graded by Otter's own grading (`otter run`).
+
+The reference solution (Otter Assign's solution notebook, built from the master: one
+source of truth) must score 100 %, and the blank student notebook 10 % or less.
+reprokit's own engine grades the same zips in the build's QA gate; this test proves
+the tests are sound under Otter itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+PAPER = Path(__file__).resolve().parents[1] / "assignments" / "zhang2017-random-labels"
+LEVELS = ["01-rerun", "02-retrain", "03-search", "04-validate", "05-reimplement", "06-mechanism"]
+
+pytestmark = pytest.mark.slow
+
+
+def _assign(level: str, out: Path) -> tuple[Path, Path, Path]:
+    master = PAPER / f"{level}.ipynb"
+    assert master.exists(), f"{master} is missing"
+    subprocess.run(["otter", "assign", str(master), str(out), "--no-run-tests"],
+                   check=True, capture_output=True, text=True)
+    (zip_path,) = (out / "autograder").glob("*-autograder_*.zip")
+    return zip_path, out / "autograder" / f"{level}.ipynb", out / "student" / f"{level}.ipynb"
+
+
+def _otter_run(notebook: Path, zip_path: Path, out: Path) -> dict:
+    out.mkdir()
+    proc = subprocess.run(["otter", "run", str(notebook), "-a", str(zip_path), "-o", str(out),
+                           "--no-logo"], capture_output=True, text=True, timeout=600)
+    results = out / "results.json"
+    assert results.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(results.read_text())
+
+
+def _score(results: dict) -> tuple[float, float, dict]:
+    graded = {t["name"]: (t.get("score", 0.0), t["max_score"])
+              for t in results["tests"] if t.get("max_score")}
+    return (sum(s for s, _ in graded.values()), sum(m for _, m in graded.values()), graded)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_reference_full_marks_and_blank_near_zero_under_otter(level: str, tmp_path: Path) -> None:
+    zip_path, solution, student = _assign(level, tmp_path / "build")
+    t0 = time.monotonic()
+    ref = _otter_run(solution, zip_path, tmp_path / "ref")
+    ref_time = time.monotonic() - t0
+    score, possible, per_q = _score(ref)
+    assert possible > 0
+    assert score == pytest.approx(possible), f"{level} reference: {per_q}\n" + json.dumps(ref)[:4000]
+    blank = _otter_run(student, zip_path, tmp_path / "blank")
+    b_score, b_possible, b_per_q = _score(blank)
+    assert b_possible == pytest.approx(possible)
+    assert b_score <= 0.10 * possible, f"{level} blank notebook earned points: {b_per_q}"
+    print(f"{level}: reference {score:g}/{possible:g} in {ref_time:.1f} s (otter run), blank {b_score:g}")
