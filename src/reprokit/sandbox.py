@@ -20,6 +20,7 @@ back), everything else as :class:`reprokit.wire.Opaque`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import fcntl
@@ -95,13 +96,14 @@ class Template:
         env = dict(os.environ, MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reprokit.sandbox", self.socket_path, json.dumps(list(preload))],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            # the template reads its stdin until EOF: it ends when this process does
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
             start_new_session=True,
         )
         line = self.proc.stdout.readline().decode().strip()
         if line != "ready":
-            err = self.proc.stderr.read().decode()[-2000:] if self.proc.poll() is not None else ""
-            raise SandboxError(f"the grading template did not start: {line!r} {err}")
+            raise SandboxError(f"the grading template did not start (it said {line!r}); run "
+                               f"`{sys.executable} -m reprokit.sandbox` to see why")
         self.lock = threading.Lock()
 
     def spawn(self) -> socket.socket:
@@ -129,6 +131,7 @@ def template() -> Template:
     with _template_lock:
         if _template is None or _template.proc.poll() is not None:
             _template = Template()
+            atexit.register(_template.close)
         return _template
 
 
@@ -462,12 +465,19 @@ def _template_main(socket_path: str, preload: list[str]) -> None:  # pragma: no 
     server.bind(socket_path)
     os.chmod(socket_path, 0o600)
     server.listen(64)
+
+    def _orphaned() -> None:
+        sys.stdin.buffer.read()  # EOF when the grader exits, however it exits
+        os._exit(0)
+
+    threading.Thread(target=_orphaned, daemon=True).start()
     print("ready", flush=True)
     while True:
         conn, _ = server.accept()
         pid = os.fork()
         if pid == 0:
             server.close()
+            os.close(0)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
                 _zygote_main(conn)
