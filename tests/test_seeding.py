@@ -167,3 +167,19 @@ def test_grading_profile_is_derandomized_without_database():
     assert settings.get_profile("reprokit-dev").max_examples < settings.get_profile(
         "reprokit-ci"
     ).max_examples
+
+
+def test_seeding_is_cheap_in_a_fresh_process():
+    """torch's public switch imports TorchInductor (~1 s); a grading process must not pay it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from reprokit.seeding import seeded\n"
+        "with seeded(0):\n"
+        "    assert torch.are_deterministic_algorithms_enabled()\n"
+        "print('torch._inductor.config' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -110,6 +110,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # ------------------------------------------------------------------ 2. configure
 
 
+def _seed(config: pytest.Config) -> int:
+    """The run's seed, fixed on first use (after the cache plugin is configured)."""
+    if _SEED not in config.stash:
+        config.stash[_SEED] = _resolve_seed(config)
+    return config.stash[_SEED]
+
+
 def _resolve_seed(config: pytest.Config) -> int:
     raw: Any = config.getoption("--reprokit-seed")
     if raw is None:
@@ -148,7 +155,6 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "level(n): the test belongs to assignment level n (1 rerun ... 6 mechanism).")
-    config.stash[_SEED] = _resolve_seed(config)
     config.stash[_PROFILE] = _resolve_profile(config)
     config.stash[_RECORDS] = []
     config.stash[_PAPERS] = {}
@@ -178,7 +184,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     """Name the seed (to replay the run), the Hypothesis profile and torch's deterministic mode."""
     from hypothesis import settings
 
-    seed = config.stash[_SEED]
+    seed = _seed(config)
     return [
         f"reprokit: seed {seed} (replay with --reprokit-seed={seed}), "
         f"hypothesis profile {settings.get_current_profile_name()!r}, {_torch_mode()}"
@@ -191,7 +197,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 @pytest.fixture(scope="session")
 def reprokit_seed(pytestconfig: pytest.Config) -> int:
     """The run's seed: --reprokit-seed, else ini reprokit_seed, else 0 (printed in the header)."""
-    return pytestconfig.stash[_SEED]
+    return _seed(pytestconfig)
 
 
 @pytest.fixture
