@@ -135,7 +135,7 @@ def test_every_fixture_is_listed_with_its_docstring(pytester):
         doc = getattr(plugin, name).__doc__
         assert doc, f"fixture {name} has no docstring"
         first = doc.strip().splitlines()[0].strip()
-        assert re.search(rf"^{name}( \[session scope\])? -- ", out, re.M), name
+        assert re.search(rf"^{name}( \[(session|module) scope\])? -- ", out, re.M), name
         assert first in out, f"docstring of {name} missing from --fixtures"
 
 

@@ -234,7 +234,7 @@ def _relative_to_ini(config: pytest.Config, value: str) -> Path:
     return (base / value).resolve()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def claims(request: pytest.FixtureRequest) -> Any:
     """The paper's claims (a ``reprokit.claims.Paper``); ``claims["id"]`` is one ``Claim``.
 
@@ -286,7 +286,7 @@ def _load_implementation(spec: str, base: Path) -> Any:
     return importlib.import_module(spec)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def implementation(request: pytest.FixtureRequest) -> Any:
     """The module under test: --reprokit-impl, else the test module's
     ``reprokit_implementation``, else ini reprokit_implementation; skipped if none is set.
