@@ -426,3 +426,23 @@ def test_tiny_digits_refuses_bad_sizes(kwargs):
 
     with pytest.raises(ValueError, match="expected"):
         tiny_digits(**kwargs)
+
+
+@pytest.mark.slow
+def test_xdist_workers_share_the_seed_and_report_claims(paper_dir):
+    pytest.importorskip("xdist")
+    paper_dir.makepyfile("""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_seed_and_claim(i, reprokit_seed, record_claim):
+            with open(f"seed_{i}.txt", "w") as fh:
+                fh.write(str(reprokit_seed))
+            record_claim("acc-high", 0.95)
+    """)
+    result = paper_dir.runpytest_subprocess("-n", "2", "--reprokit-seed=random", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    header_seed = re.search(r"reprokit: seed (\d+)", result.stdout.str()).group(1)
+    seeds = {(paper_dir.path / f"seed_{i}.txt").read_text() for i in range(4)}
+    assert seeds == {header_seed}
+    result.stdout.fnmatch_lines(["*= reprokit claims =*", "4 reproduced"])

@@ -35,7 +35,6 @@ import random
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +112,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _seed(config: pytest.Config) -> int:
     """The run's seed, fixed on first use (after the cache plugin is configured)."""
     if _SEED not in config.stash:
-        config.stash[_SEED] = _resolve_seed(config)
+        workerinput = getattr(config, "workerinput", None)  # an xdist worker: the controller's seed
+        if workerinput is not None and "reprokit_seed" in workerinput:
+            config.stash[_SEED] = int(workerinput["reprokit_seed"])
+        else:
+            config.stash[_SEED] = _resolve_seed(config)
     return config.stash[_SEED]
+
+
+class _XdistHooks:
+    """Hands the controller's seed to every pytest-xdist worker (registered only with xdist)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_configure_node(self, node: Any) -> None:
+        """Put the run's seed in the worker's input."""
+        node.workerinput["reprokit_seed"] = _seed(self.config)
 
 
 def _resolve_seed(config: pytest.Config) -> int:
@@ -157,6 +171,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "level(n): the test belongs to assignment level n (1 rerun ... 6 mechanism).")
     config.stash[_PROFILE] = _resolve_profile(config)
     config.stash[_RECORDS] = []
+    config.pluginmanager.register(_ClaimsCollector(config.stash[_RECORDS]), "reprokit-claims")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(config), "reprokit-xdist")
     config.stash[_PAPERS] = {}
     config.stash[_MODULES] = {}
     config.stash[_PREVIOUS_PROFILE] = None
@@ -322,11 +339,17 @@ def implementation(request: pytest.FixtureRequest) -> Any:
     return modules[key]
 
 
-@dataclass(frozen=True)
-class _Record:
-    nodeid: str
-    claim: Any
-    verdict: Any
+_PROPERTY = "reprokit_claim"
+
+
+def _as_property(claim: Any, verdict: Any) -> dict[str, Any]:
+    """A verdict as plain data: it travels in ``report.user_properties`` (xdist, junitxml)."""
+    return {
+        "claim": claim.id, "source": claim.source,
+        "paper": _show(claim.paper_value), "expected": claim.describe_band(),
+        "reproduced": _reproduced(verdict), "status": verdict.status,
+        "value": verdict.value, "n": verdict.n, "reason": verdict.reason,
+    }
 
 
 _NO_VALUE = object()
@@ -341,8 +364,6 @@ def record_claim(request: pytest.FixtureRequest) -> Callable[..., Any]:
     the terminal summary; ``not reproduced`` fails the test, ``inconclusive`` warns
     (``InconclusiveClaimWarning``).
     """
-    records = request.config.stash[_RECORDS]
-
     def record(claim_id: Any, value: Any = _NO_VALUE) -> Any:
         if value is _NO_VALUE:
             marker = request.node.get_closest_marker("claim")
@@ -354,7 +375,7 @@ def record_claim(request: pytest.FixtureRequest) -> Callable[..., Any]:
         paper = request.getfixturevalue("claims")
         claim = paper[claim_id]
         verdict = claim.compare(value)
-        records.append(_Record(request.node.nodeid, claim, verdict))
+        request.node.user_properties.append((_PROPERTY, _as_property(claim, verdict)))
         if verdict.status == "not reproduced":
             pytest.fail(f"claim {claim.id!r} not reproduced: {verdict.reason}", pytrace=False)
         if verdict.status == "inconclusive":
@@ -382,15 +403,29 @@ def _reproduced(verdict: Any) -> str:
     return f"{verdict.mean:.4g} ± {verdict.std:.2g} (n={verdict.n})"
 
 
+class _ClaimsCollector:
+    """Gathers the verdicts ``record_claim`` attached to call reports (xdist workers' too)."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Keep each ``reprokit_claim`` user property of a test's call phase."""
+        if report.when != "call":
+            return
+        for name, value in report.user_properties:
+            if name == _PROPERTY and isinstance(value, dict):
+                self.records.append(value)
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """Print a table of the claims recorded in this run: paper value, band, ours, verdict."""
-    records: list[_Record] = config.stash.get(_RECORDS, [])
+    records: list[dict[str, Any]] = config.stash.get(_RECORDS, [])
     if not records:
         return
+    columns = ("claim", "source", "paper", "expected", "reproduced", "status")
     rows = [("claim", "source", "paper", "expected", "reproduced", "verdict")]
-    for r in records:
-        rows.append((r.claim.id, r.claim.source, _show(r.claim.paper_value),
-                     r.claim.describe_band(), _reproduced(r.verdict), r.verdict.status))
+    rows += [tuple(str(r[c]) for c in columns) for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     terminalreporter.write_sep("=", "reprokit claims")
     for i, row in enumerate(rows):
@@ -401,7 +436,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         status = row[-1]
         colour = {"reproduced": "green", "not reproduced": "red"}.get(status, "yellow")
         terminalreporter.write_line(line, **{colour: True})
-    counts = {s: sum(r.verdict.status == s for r in records)
+    counts = {s: sum(r["status"] == s for r in records)
               for s in ("reproduced", "not reproduced", "inconclusive")}
     terminalreporter.write_line(", ".join(f"{n} {s}" for s, n in counts.items() if n))
 
