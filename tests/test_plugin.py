@@ -446,3 +446,12 @@ def test_xdist_workers_share_the_seed_and_report_claims(paper_dir):
     seeds = {(paper_dir.path / f"seed_{i}.txt").read_text() for i in range(4)}
     assert seeds == {header_seed}
     result.stdout.fnmatch_lines(["*= reprokit claims =*", "4 reproduced"])
+
+
+@pytest.mark.slow
+def test_bundled_examples_pass_and_reproduce_their_claims(pytester):
+    result = pytester.runpytest_subprocess("--pyargs", "reprokit.examples", "-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
+    assert outcomes.get("passed", 0) >= 6
+    result.stdout.fnmatch_lines(["*= reprokit claims =*", "3 reproduced"])
