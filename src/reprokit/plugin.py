@@ -161,7 +161,7 @@ def _resolve_profile(config: pytest.Config) -> str:
 
 @pytest.hookimpl(tryfirst=True)  # before hypothesis's own plugin reads --hypothesis-profile
 def pytest_configure(config: pytest.Config) -> None:
-    """Register markers, fix the seed, and load reprokit's Hypothesis profile."""
+    """Register markers and the claims collector; load reprokit's Hypothesis profile."""
     config.addinivalue_line(
         "markers",
         "claim(id): the test checks the paper claim with this id (record_claim(value) "
