@@ -1,0 +1,1216 @@
+"""Invariants of torch models as plain assertion functions.
+
+Each ``check_*`` function tests one promise a method makes (a BatchNorm layer
+normalises each feature, a causal attention layer ignores the future, a training step
+moves the weights, ...) and raises :class:`InvariantError` (an ``AssertionError``) when
+the promise is broken. The message says what the method promises, what was checked,
+the smallest input that broke it, the numbers seen, and what to try::
+
+    batch independence violated: output for sample 0 changed by 3.2e-01 when sample 1 changed
+      promise: each sample's output depends on that sample alone
+      checked: ...
+      hint: ...
+
+The functions work without pytest (in a notebook, in an Otter test, in a student's
+own test file). Inputs are explicit tensors, so a check can be driven by hypothesis
+with the strategies of :mod:`reprokit.strategies`; where a check needs inputs it also
+accepts ``None`` and builds a small deterministic example from a seeded
+``torch.Generator`` (never the global RNG).
+
+Every check leaves the world as it found it: random number generators and torch's
+determinism flags are restored (through :func:`reprokit.seeding.seeded`), and so are
+each submodule's ``training`` flag and the model's buffers (BatchNorm's running
+statistics). Checks that take a training ``step`` do train the model: that is the
+point of calling them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import io
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+__all__ = [
+    "InvariantError",
+    "check_batch_independence",
+    "check_can_overfit",
+    "check_causal",
+    "check_deterministic",
+    "check_eval_deterministic",
+    "check_finite",
+    "check_gradients",
+    "check_loss_decreases",
+    "check_normalised",
+    "check_parameter_scale_invariance",
+    "check_parameters_update",
+    "check_permutation_equivariance",
+    "check_probabilities",
+    "check_scale_invariance",
+    "check_state_dict_roundtrip",
+    "example_input",
+    "training_step",
+]
+
+Fn = Callable[..., Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class InvariantError(AssertionError):
+    """An invariant a method promises does not hold; the message says where and by how much.
+
+    Attributes: ``invariant`` (its name, e.g. ``"batch independence"``), ``seen`` (the
+    one-line finding), ``promise``, ``checked`` (what was run), ``example`` (the smallest
+    input that broke it, as text) and ``hint`` (what to try).
+    """
+
+    def __init__(
+        self,
+        invariant: str,
+        seen: str,
+        *,
+        promise: str,
+        checked: str,
+        hint: str,
+        example: str | None = None,
+    ) -> None:
+        self.invariant = invariant
+        self.seen = seen
+        self.promise = promise
+        self.checked = checked
+        self.example = example
+        self.hint = hint
+        lines = [
+            f"{invariant} violated: {seen}",
+            f"  promise: {promise}",
+            f"  checked: {checked}",
+        ]
+        if example:
+            lines.append(f"  smallest input that broke it: {example}")
+        lines.append(f"  hint: {hint}")
+        super().__init__("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _fork_rng_seeded(seed: int) -> Iterator[None]:
+    """Fallback when :mod:`reprokit.seeding` is missing: torch's CPU RNG only."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield None
+
+
+def _seeded(seed: int) -> contextlib.AbstractContextManager[Any]:
+    """reprokit's ``seeded(seed)`` (restores every RNG and flag), or a torch-only fallback."""
+    try:
+        from reprokit.seeding import seeded
+    except ImportError:  # pragma: no cover - seeding ships with reprokit
+        return _fork_rng_seeded(seed)
+    return seeded(seed)
+
+
+@contextlib.contextmanager
+def _preserved(model: Any, train_mode: bool | None = None) -> Iterator[None]:
+    """Set ``model``'s mode for a block; afterwards restore every submodule's mode and buffers."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        if train_mode is not None:
+            model.train(train_mode)
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
+
+def _one_thread(check: F) -> F:
+    """Run ``check`` with one torch thread, then restore the thread count.
+
+    The checks run tiny models, where a second intra-op thread only adds waiting: on a
+    busy machine (a class being regraded fills every core) a BatchNorm call measured
+    15 ms with 2 threads and 16 us with 1.
+    """
+
+    @functools.wraps(check)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return check(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return check(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _flatten(out: Any, path: str = "output") -> list[tuple[str, torch.Tensor]]:
+    """Every tensor in a (nested) tuple, list or dict of outputs, with a readable path."""
+    if isinstance(out, torch.Tensor):
+        return [(path, out)]
+    if isinstance(out, (tuple, list)):
+        flat: list[tuple[str, torch.Tensor]] = []
+        for i, item in enumerate(out):
+            flat += _flatten(item, f"{path}[{i}]")
+        return flat
+    if isinstance(out, dict):
+        flat = []
+        for key, item in out.items():
+            flat += _flatten(item, f"{path}[{key!r}]")
+        return flat
+    return []
+
+
+def _outputs(fn: Fn, *inputs: Any) -> list[tuple[str, torch.Tensor]]:
+    with torch.no_grad():
+        flat = _flatten(fn(*inputs))
+    if not flat:
+        raise TypeError(
+            "expected the model or function to return a tensor (or a tuple/dict of tensors), "
+            "got no tensor at all; check what forward() returns"
+        )
+    return [(p, t.detach()) for p, t in flat]
+
+
+def _idx(index: Sequence[int]) -> str:
+    return "[" + ", ".join(str(int(i)) for i in index) + "]"
+
+
+def _unravel(flat_index: int, shape: Sequence[int]) -> tuple[int, ...]:
+    index = []
+    for size in reversed(list(shape)):
+        index.append(flat_index % size if size else 0)
+        flat_index = flat_index // size if size else 0
+    return tuple(reversed(index))
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if math.isfinite(v) and abs(v) >= 1e-3 else f"{v:.2e}"
+
+
+class _Mismatch:
+    """Where two tensors differ most beyond tolerance."""
+
+    def __init__(self, diff: float, index: tuple[int, ...], got: float, expected: float) -> None:
+        self.diff, self.index, self.got, self.expected = diff, index, got, expected
+
+    def at(self, path: str) -> str:
+        return f"{path}{_idx(self.index)}"
+
+
+def _compare(got: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> _Mismatch | None:
+    """None if ``got`` and ``expected`` agree (NaN equals NaN), else the worst entry."""
+    if got.shape != expected.shape:
+        raise InvariantError(
+            "shape consistency",
+            f"output shape {tuple(got.shape)} differs from {tuple(expected.shape)}",
+            promise="the same model gives outputs of the same shape for inputs of the same shape",
+            checked="two forward passes",
+            hint="does forward() depend on something other than its input?",
+        )
+    a = got.detach().to(torch.float64)
+    b = expected.detach().to(torch.float64)
+    close = torch.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+    if bool(close.all()):
+        return None
+    diff = torch.nan_to_num((a - b).abs(), nan=math.inf)
+    diff[close] = -1.0
+    flat = int(torch.argmax(diff.reshape(-1)))
+    index = _unravel(flat, a.shape)
+    return _Mismatch(float(diff.reshape(-1)[flat]), index, float(a.reshape(-1)[flat]),
+                     float(b.reshape(-1)[flat]))
+
+
+def _describe(x: Any) -> str:
+    """A tensor as text: the values when small, else shape, dtype and range."""
+    if not isinstance(x, torch.Tensor):
+        return repr(x)
+    if x.numel() <= 16:
+        values = x.detach().cpu().tolist()
+        return f"{values} (shape {tuple(x.shape)}, {str(x.dtype).replace('torch.', '')})"
+    xf = x.detach().to(torch.float64)
+    return (f"tensor of shape {tuple(x.shape)}, {str(x.dtype).replace('torch.', '')}, "
+            f"values in [{_fmt(float(xf.min()))}, {_fmt(float(xf.max()))}]")
+
+
+def _perturbed(x: torch.Tensor, dim: int, positions: Sequence[int]) -> torch.Tensor:
+    """A copy of ``x`` whose slices at ``positions`` along ``dim`` hold other valid values.
+
+    Floats move by at least 1 (``x + 1 + |x|``); integers (token ids, labels) swap to
+    another value already present in ``x``, so they stay valid; booleans flip.
+    """
+    x2 = x.clone()
+    index = torch.as_tensor(list(positions), dtype=torch.long, device=x.device)
+    part = x.index_select(dim, index)
+    if x.dtype == torch.bool:
+        new = ~part
+    elif x.is_floating_point() or x.is_complex():
+        new = part + 1.0 + part.abs()
+    else:
+        lo, hi = x.min(), x.max()
+        if bool(lo == hi):
+            raise ValueError(
+                f"cannot perturb an integer input whose entries are all {int(lo)}: expected at "
+                "least two different values (e.g. two different token ids) to swap between"
+            )
+        new = torch.where(part == lo, hi, lo)
+    x2.index_copy_(dim, index, new)
+    return x2
+
+
+def _first(model: nn.Module, kinds: tuple[type, ...]) -> nn.Module | None:
+    for m in model.modules():
+        if isinstance(m, kinds):
+            return m
+    return None
+
+
+def example_input(
+    model: nn.Module, *, batch: int = 8, length: int = 8, seed: int = 0,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """A small deterministic input for ``model``, inferred from its first layer.
+
+    Embedding -> token ids of shape ``(batch, length)``; Conv1d/2d -> ``(batch, C, length)``
+    or ``(batch, C, length, length)``; MultiheadAttention -> ``(batch, length, E)``
+    (batch first); Linear/BatchNorm1d/LayerNorm -> ``(batch, features)``. Values come
+    from a ``torch.Generator`` seeded with ``seed`` (the global RNG is untouched).
+    Raises ``ValueError`` when no such layer is found: pass an input explicitly.
+    """
+    g = torch.Generator().manual_seed(seed)
+    if dtype is None:
+        param = next(iter(model.parameters()), None)
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    first = _first(model, (nn.Embedding, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention, nn.Linear,
+                           nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm))
+    if isinstance(first, nn.Embedding):
+        vocab = first.num_embeddings
+        return torch.randint(0, vocab, (batch, length), generator=g)
+    if isinstance(first, nn.Conv1d):
+        shape: tuple[int, ...] = (batch, first.in_channels, length)
+    elif isinstance(first, (nn.Conv2d, nn.BatchNorm2d)):
+        channels = first.in_channels if isinstance(first, nn.Conv2d) else first.num_features
+        shape = (batch, channels, length, length)
+    elif isinstance(first, nn.MultiheadAttention):
+        shape = (batch, length, first.embed_dim)
+    elif isinstance(first, nn.Linear):
+        shape = (batch, first.in_features)
+    elif isinstance(first, nn.BatchNorm1d):
+        shape = (batch, first.num_features)
+    elif isinstance(first, nn.LayerNorm):
+        shape = (batch, *first.normalized_shape)
+    else:
+        raise ValueError(
+            f"cannot guess an input for {type(model).__name__}: expected a first layer of type "
+            "Embedding, Conv1d, Conv2d, MultiheadAttention, Linear, BatchNorm or LayerNorm; "
+            "pass an input tensor explicitly, e.g. check_...(model, torch.randn(8, 4))"
+        )
+    return torch.randn(shape, generator=g, dtype=dtype)
+
+
+def _input_or_example(model: Any, x: torch.Tensor | None, **kwargs: Any) -> torch.Tensor:
+    if x is not None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected the input as a torch.Tensor, got {type(x).__name__}")
+        return x
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            "this check needs an input: a plain function's input shape cannot be guessed; "
+            "pass one, e.g. check_...(fn, torch.randn(8, 4))"
+        )
+    return example_input(model, **kwargs)
+
+
+def _mode(train_mode: bool | None) -> str:
+    return {None: "the model's current mode", True: "train mode", False: "eval mode"}[train_mode]
+
+
+# ------------------------------------------------------------------- forward-pass checks
+
+
+@_one_thread
+def check_batch_independence(
+    model: Fn,
+    x: torch.Tensor | None = None,
+    *,
+    dim: int = 0,
+    samples: Sequence[int] | None = None,
+    train_mode: bool | None = False,
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    seed: int = 0,
+) -> None:
+    """Each sample's output depends on that sample alone (by default in eval mode).
+
+    For each checked sample ``i`` (default: the first and the last), every other sample
+    along ``dim`` is replaced by different values; the outputs for ``i`` must not move
+    beyond ``atol + rtol * |output|``. On failure the single other sample that moves it
+    is found and reported. ``train_mode=True`` checks train mode instead (where
+    BatchNorm legitimately mixes the batch); ``None`` keeps the model's mode.
+    """
+    x = _input_or_example(model, x)
+    n = x.shape[dim]
+    if n < 2:
+        raise ValueError(f"expected a batch of at least 2 samples along dim {dim}, got {n}")
+    checked_samples = sorted({0, n - 1}) if samples is None else list(samples)
+    with _preserved(model, train_mode):
+        with _seeded(seed):
+            base = _outputs(model, x)
+        for i in checked_samples:
+            others = [j for j in range(n) if j != i]
+            with _seeded(seed):
+                moved = _outputs(model, _perturbed(x, dim, others))
+            bad = _batch_mismatch(base, moved, i, dim, n, atol, rtol)
+            if bad is None:
+                continue
+            culprit, (path, mm) = others, bad
+            for j in others:  # the one other sample that is enough to move sample i
+                with _seeded(seed):
+                    single = _outputs(model, _perturbed(x, dim, [j]))
+                found = _batch_mismatch(base, single, i, dim, n, atol, rtol)
+                if found is not None:
+                    culprit, (path, mm) = [j], found
+                    break
+            who = f"sample {culprit[0]}" if len(culprit) == 1 else "the other samples"
+            mixing = type(model).__name__ if isinstance(model, nn.Module) else "the function"
+            train_hint = ("model in train mode? BatchNorm mixes a batch in train mode; call "
+                          "model.eval(). " if train_mode is not False else "")
+            raise InvariantError(
+                "batch independence",
+                f"output for sample {i} changed by {_fmt(mm.diff)} when {who} changed "
+                f"(at {mm.at(path)}: {_fmt(mm.expected)} -> {_fmt(mm.got)})",
+                promise="in inference each sample's output depends on that sample alone",
+                checked=(f"{mixing} on a batch of {n} along dim {dim} in {_mode(train_mode)}; "
+                         f"changed {who}, compared sample {i}'s output with atol={atol:g}, "
+                         f"rtol={rtol:g}"),
+                example=_describe(x),
+                hint=(train_hint + "something mixes samples along the batch dimension: "
+                      "x.mean(0) / x.std(0) / softmax(dim=0), BatchNorm with "
+                      "track_running_stats=False, or a view/reshape that folds the batch into "
+                      "another dimension"),
+            )
+
+
+def _batch_mismatch(
+    base: list[tuple[str, torch.Tensor]], moved: list[tuple[str, torch.Tensor]],
+    i: int, dim: int, n: int, atol: float, rtol: float,
+) -> tuple[str, _Mismatch] | None:
+    for (path, a), (_, b) in zip(base, moved, strict=True):
+        if a.dim() == 0 or a.shape[dim] != n:
+            continue  # not a per-sample output (e.g. a batch loss)
+        mm = _compare(b.select(dim, i), a.select(dim, i), atol, rtol)
+        if mm is not None:
+            full = list(mm.index)
+            full.insert(dim if dim >= 0 else a.dim() + dim, i)
+            mm.index = tuple(full)
+            return path, mm
+    return None
+
+
+@_one_thread
+def check_permutation_equivariance(
+    fn: Fn,
+    x: torch.Tensor | None = None,
+    perm: torch.Tensor | Sequence[int] | None = None,
+    *,
+    dim: int = 0,
+    out_dim: int | None = None,
+    train_mode: bool | None = False,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    seed: int = 0,
+) -> None:
+    """Permuting the inputs along ``dim`` permutes the outputs the same way: f(x[p]) = f(x)[p].
+
+    ``perm`` defaults to reversing the order. ``out_dim`` is the outputs' set dimension
+    (default ``dim``). On failure the check looks for a single swap of two positions
+    that already breaks the promise and reports it.
+    """
+    x = _input_or_example(fn, x)
+    n = x.shape[dim]
+    out_dim = dim if out_dim is None else out_dim
+    p = torch.arange(n - 1, -1, -1) if perm is None else torch.as_tensor(perm, dtype=torch.long)
+    if sorted(p.tolist()) != list(range(n)):
+        raise ValueError(f"perm: expected a permutation of 0..{n - 1}, got {p.tolist()}")
+
+    def broken(q: torch.Tensor) -> tuple[str, _Mismatch] | None:
+        with _seeded(seed):
+            base = _outputs(fn, x)
+        with _seeded(seed):
+            moved = _outputs(fn, x.index_select(dim, q))
+        for (path, a), (_, b) in zip(base, moved, strict=True):
+            if a.dim() == 0 or a.shape[out_dim] != n:
+                continue
+            mm = _compare(b, a.index_select(out_dim, q), atol, rtol)
+            if mm is not None:
+                return path, mm
+        return None
+
+    with _preserved(fn, train_mode):
+        found = broken(p)
+        if found is None:
+            return
+        shown = p
+        for i in range(min(n, 8)):  # a single transposition is the smallest witness
+            for j in range(i + 1, min(n, 8)):
+                q = torch.arange(n)
+                q[i], q[j] = j, i
+                swap = broken(q)
+                if swap is not None:
+                    found, shown = swap, q
+                    break
+            else:
+                continue
+            break
+    path, mm = found
+    pos = mm.index[out_dim]
+    raise InvariantError(
+        "permutation equivariance",
+        f"with the inputs permuted by {shown.tolist()}, {mm.at(path)} is {_fmt(mm.got)} but "
+        f"the permuted original output is {_fmt(mm.expected)} (off by {_fmt(mm.diff)}; "
+        f"position {pos} holds input {int(shown[pos])})",
+        promise=f"f(x permuted along dim {dim}) == f(x) permuted the same way (a set model)",
+        checked=f"{n} positions along dim {dim}, outputs along dim {out_dim}, {_mode(train_mode)}, "
+                f"atol={atol:g}, rtol={rtol:g}",
+        example=_describe(x),
+        hint="a positional encoding, a cumulative op (cumsum, an RNN), a causal mask or indexing "
+             "by position makes outputs depend on the order; a set model must treat positions alike",
+    )
+
+
+@_one_thread
+def check_causal(
+    fn: Fn,
+    x: torch.Tensor | None = None,
+    *,
+    dim: int = 1,
+    train_mode: bool | None = False,
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    seed: int = 0,
+) -> None:
+    """The output at position t ignores inputs after t (autoregressive models, causal attention).
+
+    For t = 0, 1, ... every input after t along ``dim`` is changed; outputs at positions
+    <= t must not move. The first (smallest) leaking position is reported with the single
+    future position that leaks into it.
+    """
+    x = _input_or_example(fn, x, batch=2)
+    T = x.shape[dim]
+    with _preserved(fn, train_mode):
+        with _seeded(seed):
+            base = _outputs(fn, x)
+        per_position = [(p, o) for p, o in base if o.dim() > dim and o.shape[dim] == T]
+        if not per_position:
+            raise ValueError(
+                f"expected an output with {T} positions along dim {dim} (one per input "
+                f"position), got shapes {[tuple(o.shape) for _, o in base]}; set dim=..."
+            )
+
+        def leak(future: list[int], t: int) -> tuple[str, _Mismatch] | None:
+            with _seeded(seed):
+                moved = dict(_outputs(fn, _perturbed(x, dim, future)))
+            for path, a in per_position:
+                keep = torch.arange(t + 1)
+                mm = _compare(moved[path].index_select(dim, keep), a.index_select(dim, keep),
+                              atol, rtol)
+                if mm is not None:
+                    return path, mm
+            return None
+
+        for t in range(T - 1):
+            found = leak(list(range(t + 1, T)), t)
+            if found is None:
+                continue
+            source = None
+            for s in range(t + 1, T):
+                single = leak([s], t)
+                if single is not None:
+                    found, source = single, s
+                    break
+            path, mm = found
+            pos = mm.index[dim]
+            what = f"the input at position {source}" if source is not None else \
+                f"the inputs after position {t}"
+            raise InvariantError(
+                "causality",
+                f"output at position {pos} changed by {_fmt(mm.diff)} when {what} changed "
+                f"(at {mm.at(path)}: {_fmt(mm.expected)} -> {_fmt(mm.got)}); only positions "
+                f"<= {pos} may matter",
+                promise="the output at position t depends only on inputs at positions <= t",
+                checked=f"{T} positions along dim {dim}, {_mode(train_mode)}, changed the inputs "
+                        f"after each t, atol={atol:g}, rtol={rtol:g}",
+                example=_describe(x),
+                hint="the attention mask lets a position see the future: mask[i, j] must block "
+                     "j > i (torch.triu(ones(T, T), diagonal=1) marks what to block; diagonal=0 "
+                     "or 2 is an off-by-one), the mask must be applied before the softmax, and "
+                     "nothing may pool over the whole sequence",
+            )
+
+
+@_one_thread
+def check_normalised(
+    module: Fn,
+    x: torch.Tensor | None = None,
+    *,
+    feature_dim: int = 1,
+    reduce_dims: Sequence[int] | None = None,
+    train_mode: bool | None = True,
+    mean_atol: float = 1e-3,
+    var_atol: float = 1e-2,
+    seed: int = 0,
+) -> None:
+    """Each feature of the output has mean ~0 and (biased) variance ~1, in train mode.
+
+    Statistics are taken over ``reduce_dims`` (default every dim except ``feature_dim``,
+    as BatchNorm does, Ioffe & Szegedy 2015 Sec 3, Algorithm 1); for LayerNorm pass
+    ``reduce_dims=(-1,)``. The default input has mean 2 and standard deviation 3, so an
+    identity layer fails. Check a freshly built layer: trained affine weights move the
+    statistics on purpose.
+    """
+    if x is None:
+        x = _input_or_example(module, None, batch=32, seed=seed) * 3.0 + 2.0
+    dims = tuple(d % x.dim() for d in reduce_dims) if reduce_dims is not None else \
+        tuple(d for d in range(x.dim()) if d != feature_dim % x.dim())
+    with _preserved(module, train_mode), _seeded(seed):
+        (path, out), *_ = _outputs(module, x)
+    if out.shape != x.shape:
+        raise ValueError(f"expected the output shape to equal the input shape {tuple(x.shape)}, "
+                         f"got {tuple(out.shape)}")
+    o = out.to(torch.float64)
+    mean = o.mean(dim=dims, keepdim=True)
+    var = ((o - mean) ** 2).mean(dim=dims, keepdim=True)
+    count = o.numel() // mean.numel()
+    for name, stat, target, tol in (("mean", mean, 0.0, mean_atol), ("variance", var, 1.0, var_atol)):
+        err = (stat - target).abs()
+        worst = int(torch.argmax(torch.nan_to_num(err, nan=math.inf).reshape(-1)))
+        value = float(stat.reshape(-1)[worst])
+        if not abs(value - target) <= tol:
+            group = [i for d, i in enumerate(_unravel(worst, stat.shape)) if d not in dims]
+            raise InvariantError(
+                "normalisation",
+                f"{name} of {path} over dims {list(dims)} is {_fmt(value)} for feature "
+                f"{_idx(group)} (expected {target:g} ± {tol:g}, over {count} values)",
+                promise="each feature is normalised to mean 0 and variance 1 over the batch "
+                        "(Ioffe & Szegedy 2015, Algorithm 1)",
+                checked=f"input {tuple(x.shape)} with mean {_fmt(float(x.float().mean()))} and "
+                        f"std {_fmt(float(x.float().std()))}, {_mode(train_mode)}, statistics "
+                        f"over dims {list(dims)}",
+                example=_describe(x),
+                hint="normalising over the wrong dimension (BatchNorm reduces over the batch, dim "
+                     "0; LayerNorm over features, dim -1)? subtracting the mean but not dividing "
+                     "by sqrt(var + eps)? unbiased variance (torch.var's default; BN normalises "
+                     "with the biased one)? in eval mode running statistics are used instead",
+            )
+
+
+@_one_thread
+def check_scale_invariance(
+    fn: Fn,
+    x: torch.Tensor | None = None,
+    *,
+    scales: Sequence[float] = (0.5, 2.0, 10.0),
+    train_mode: bool | None = None,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    seed: int = 0,
+) -> None:
+    """f(a * x) == f(x) for every positive ``a`` in ``scales`` (e.g. a normalisation layer)."""
+    x = _input_or_example(fn, x)
+    if any(not a > 0 for a in scales):
+        raise ValueError(f"scales: expected positive numbers, got {list(scales)}")
+    with _preserved(fn, train_mode):
+        with _seeded(seed):
+            base = _outputs(fn, x)
+        for a in scales:
+            with _seeded(seed):
+                scaled = _outputs(fn, x * a)
+            for (path, o), (_, s) in zip(base, scaled, strict=True):
+                mm = _compare(s, o, atol, rtol)
+                if mm is not None:
+                    raise InvariantError(
+                        "scale invariance",
+                        f"f({a:g} * x) differs from f(x) by {_fmt(mm.diff)} at {mm.at(path)} "
+                        f"({_fmt(mm.expected)} -> {_fmt(mm.got)})",
+                        promise="scaling the input by a positive factor leaves the output unchanged",
+                        checked=f"scales {list(scales)}, {_mode(train_mode)}, atol={atol:g}, "
+                                f"rtol={rtol:g}",
+                        example=_describe(x),
+                        hint="a bias or eps that does not scale with the input, or statistics that "
+                             "do not come from this input (running statistics in eval mode)",
+                    )
+
+
+@_one_thread
+def check_parameter_scale_invariance(
+    model: nn.Module,
+    x: torch.Tensor | None = None,
+    *,
+    params: Iterable[str] | None = None,
+    scales: Sequence[float] = (0.5, 2.0, 10.0),
+    train_mode: bool | None = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    seed: int = 0,
+) -> None:
+    """Scaling the named weights by a > 0 leaves the output unchanged: BN((aW)u) = BN(Wu).
+
+    Ioffe & Szegedy 2015, Sec 3.3: a layer followed by batch normalisation is invariant to
+    the scale of its weights, which holds with batch statistics (train mode, the default).
+    ``params`` are parameter names (default: every weight matrix or kernel, i.e. every
+    parameter called ``*weight`` with two or more dims). Each is scaled in turn and restored.
+    """
+    x = _input_or_example(model, x)
+    named = dict(model.named_parameters())
+    names = [n for n, p in named.items() if n.endswith("weight") and p.dim() >= 2] \
+        if params is None else list(params)
+    missing = [n for n in names if n not in named]
+    if missing or not names:
+        raise ValueError(f"params: expected names from {sorted(named)}, got {names}")
+    with _preserved(model, train_mode):
+        with _seeded(seed):
+            base = _outputs(model, x)
+        for name in names:
+            p = named[name]
+            original = p.detach().clone()
+            for a in scales:
+                with torch.no_grad():
+                    p.mul_(a)
+                try:
+                    with _seeded(seed):
+                        scaled = _outputs(model, x)
+                finally:
+                    with torch.no_grad():
+                        p.copy_(original)
+                for (path, o), (_, s) in zip(base, scaled, strict=True):
+                    mm = _compare(s, o, atol, rtol)
+                    if mm is None:
+                        continue
+                    raise InvariantError(
+                        "scale invariance",
+                        f"scaling {name!r} by {a:g} changed {mm.at(path)} by {_fmt(mm.diff)} "
+                        f"({_fmt(mm.expected)} -> {_fmt(mm.got)})",
+                        promise="BN((aW)u) = BN(Wu): a layer followed by batch normalisation is "
+                                "invariant to the scale of its weights (Ioffe & Szegedy 2015, Sec 3.3)",
+                        checked=f"params {names}, scales {list(scales)}, {_mode(train_mode)}, "
+                                f"atol={atol:g}, rtol={rtol:g}",
+                        example=_describe(x),
+                        hint="is the scaled layer followed by a normalisation that divides by the "
+                             "batch standard deviation? in eval mode BN uses running statistics, "
+                             "which do not rescale with W; a huge eps also breaks the invariance",
+                    )
+
+
+# --------------------------------------------------------------- values and outputs
+
+
+def _values(obj: Any, x: Any, name: str | None) -> list[tuple[str, torch.Tensor]]:
+    if callable(obj) and not isinstance(obj, torch.Tensor):
+        if x is None and isinstance(obj, nn.Module):
+            x = example_input(obj)
+        if x is None:
+            raise ValueError("expected an input x to call the function with")
+        args = x if isinstance(x, tuple) else (x,)
+        return [(p.replace("output", name or "output", 1), t) for p, t in _outputs(obj, *args)]
+    flat = _flatten(obj, name or "value")
+    if not flat:
+        raise TypeError(f"expected a tensor or a tuple/list/dict of tensors, got {type(obj).__name__}")
+    return [(p, t.detach()) for p, t in flat]
+
+
+@_one_thread
+def check_finite(obj: Any, x: Any = None, *, name: str | None = None) -> None:
+    """Every value is finite: no NaN, no +-Inf; a single bad element is enough to fail.
+
+    ``obj`` is a tensor (or a tuple/list/dict of tensors), or a model/function which is
+    called on ``x`` and its outputs checked. The first non-finite element is reported
+    by index (torchtest's ``isfinite(t).any()`` passes if *one* value is finite; this
+    uses ``.all()``).
+    """
+    for path, t in _values(obj, x, name):
+        if not (t.is_floating_point() or t.is_complex()):
+            continue
+        finite = torch.isfinite(t)
+        if bool(finite.all()):
+            continue
+        flat = int(torch.argmin(finite.reshape(-1).to(torch.uint8)))
+        index = _unravel(flat, t.shape)
+        value = t.reshape(-1)[flat].item()
+        bad = int((~finite).sum())
+        raise InvariantError(
+            "finite values",
+            f"{path}{_idx(index)} is {value} ({bad} non-finite of {t.numel()} values)",
+            promise="every value is a finite number",
+            checked=f"{path}: shape {tuple(t.shape)}, {str(t.dtype).replace('torch.', '')}",
+            example=_describe(x) if x is not None else None,
+            hint="log of 0 (use log_softmax or clamp(min=eps)), division by zero, exp overflow, "
+                 "or a learning rate that makes training diverge",
+        )
+
+
+@_one_thread
+def check_probabilities(
+    obj: Any,
+    x: Any = None,
+    *,
+    dim: int = -1,
+    atol: float = 1e-6,
+    sum_atol: float = 1e-4,
+    name: str | None = None,
+) -> None:
+    """Values lie in [0, 1] and sum to 1 along ``dim`` (a softmax output, a class distribution).
+
+    ``obj`` is a tensor or a model/function called on ``x`` (its first output is checked).
+    """
+    path, p = _values(obj, x, name or "probabilities")[0]
+    check_finite(p, name=path)
+    pd = p.to(torch.float64)
+    outside = (pd < -atol) | (pd > 1 + atol)
+    if bool(outside.any()):
+        flat = int(torch.argmax(outside.reshape(-1).to(torch.uint8)))
+        index = _unravel(flat, p.shape)
+        raise InvariantError(
+            "probabilities",
+            f"{path}{_idx(index)} is {_fmt(float(pd.reshape(-1)[flat]))}, outside [0, 1] "
+            f"({int(outside.sum())} of {p.numel()} values outside)",
+            promise="probabilities lie in [0, 1]",
+            checked=f"{path}: shape {tuple(p.shape)}, tolerance {atol:g}",
+            hint="returning logits or log-probabilities? apply torch.softmax (or sigmoid for "
+                 "independent binary outputs) before returning probabilities",
+        )
+    sums = pd.sum(dim=dim)
+    err = (sums - 1.0).abs()
+    flat = int(torch.argmax(err.reshape(-1)))
+    if float(err.reshape(-1)[flat]) > sum_atol:
+        index = _unravel(flat, sums.shape)
+        raise InvariantError(
+            "probabilities",
+            f"{path} sums to {_fmt(float(sums.reshape(-1)[flat]))} along dim {dim} at "
+            f"{_idx(index)} (expected 1 ± {sum_atol:g})",
+            promise=f"a distribution over dim {dim} sums to 1",
+            checked=f"{path}: shape {tuple(p.shape)}, sums along dim {dim}",
+            hint="softmax over the wrong dimension (dim=0 normalises over the batch)? sigmoid "
+                 "per class instead of softmax? or pass the dim that holds the classes",
+        )
+
+
+@_one_thread
+def check_gradients(
+    fn: Fn,
+    *inputs: torch.Tensor,
+    wrt: str = "all",
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    max_entries: int = 16,
+    seed: int = 0,
+) -> None:
+    """Autograd's gradients match central finite differences, in float64.
+
+    ``fn`` (a module or function) runs on a float64 copy of itself and of ``inputs``
+    (default for a module: a batch of 2 from :func:`example_input`; integer inputs such as
+    token ids stay as they are). Gradients of ``sum(w * fn(inputs))``, for fixed random
+    weights ``w``, are compared with ``(f(v + eps) - f(v - eps)) / (2 eps)`` for up to
+    ``max_entries`` entries of each input (``wrt="inputs"``), each parameter
+    (``"params"``) or both (``"all"``). A module is checked in eval mode, so dropout is off.
+    The worst entry beyond ``atol + rtol * |numeric|`` is reported.
+    """
+    if wrt not in ("all", "inputs", "params"):
+        raise ValueError(f"wrt: expected 'all', 'inputs' or 'params', got {wrt!r}")
+    if isinstance(fn, nn.Module):
+        f: Fn = copy.deepcopy(fn).double().eval()
+        if not inputs:
+            inputs = (example_input(fn, batch=2, length=4, seed=seed),)
+    else:
+        f = fn
+        if not inputs:
+            raise ValueError("expected inputs for a plain function: check_gradients(fn, x)")
+    xs = tuple(t.detach().to(torch.float64).requires_grad_(True)
+               if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs)
+    targets: list[tuple[str, torch.Tensor]] = []
+    if wrt in ("all", "inputs"):
+        targets += [(f"input {k}", t) for k, t in enumerate(xs)
+                    if isinstance(t, torch.Tensor) and t.requires_grad]
+    if wrt in ("all", "params") and isinstance(f, nn.Module):
+        targets += [(f"parameter {n!r}", p) for n, p in f.named_parameters() if p.requires_grad]
+    if not targets:
+        raise ValueError("nothing to differentiate: expected a floating-point input or parameter")
+    g = torch.Generator().manual_seed(seed)
+    with _seeded(seed):
+        outs = [o for _, o in _flatten(f(*xs)) if o.is_floating_point()]
+    weights = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
+
+    def scalar() -> torch.Tensor:
+        with _seeded(seed):
+            flat = [o for _, o in _flatten(f(*xs)) if o.is_floating_point()]
+        return sum(((o * w).sum() for o, w in zip(flat, weights, strict=True)),
+                   torch.zeros((), dtype=torch.float64))
+
+    grads = torch.autograd.grad(scalar(), [t for _, t in targets], allow_unused=True)
+    worst: tuple[float, str, tuple[int, ...], float, float] | None = None
+    with torch.no_grad():
+        for (label, t), grad in zip(targets, grads, strict=True):
+            analytic = torch.zeros_like(t) if grad is None else grad
+            n = t.numel()
+            picks = range(n) if n <= max_entries else \
+                torch.randperm(n, generator=g)[:max_entries].sort().values.tolist()
+            flat_t = t.view(-1)
+            for k in picks:
+                old = float(flat_t[k])
+                flat_t[k] = old + eps
+                plus = float(scalar())
+                flat_t[k] = old - eps
+                minus = float(scalar())
+                flat_t[k] = old
+                numeric = (plus - minus) / (2 * eps)
+                a = float(analytic.reshape(-1)[k])
+                excess = abs(a - numeric) - (atol + rtol * abs(numeric))
+                if not excess <= 0 and (worst is None or not excess <= worst[0]):
+                    worst = (excess, label, _unravel(k, t.shape), a, numeric)
+    if worst is None:
+        return
+    _, label, index, a, numeric = worst
+    raise InvariantError(
+        "gradient check",
+        f"d/d {label}{_idx(index)}: autograd gives {_fmt(a)}, finite differences give "
+        f"{_fmt(numeric)} (off by {_fmt(abs(a - numeric))})",
+        promise="backward() computes the derivative of forward()",
+        checked=f"float64, central differences with eps={eps:g}, up to {max_entries} entries per "
+                f"tensor, atol={atol:g}, rtol={rtol:g}, wrt={wrt!r}",
+        example=", ".join(_describe(t) for t in inputs),
+        hint="a custom torch.autograd.Function whose backward is wrong, a .detach()/.data/.item() "
+             "that cuts the graph, or an in-place change of a tensor autograd saved; at a kink "
+             "(relu at 0, ties in max) finite differences disagree, so try other inputs",
+    )
+
+
+@_one_thread
+def check_eval_deterministic(model: nn.Module, x: torch.Tensor | None = None, *, seed: int = 0) -> None:
+    """Two forward passes in eval mode give bit-identical outputs (dropout is off).
+
+    The two passes run under different seeds, so anything random left on shows up.
+    """
+    x = _input_or_example(model, x)
+    with _preserved(model, False):
+        with _seeded(seed):
+            first = _outputs(model, x)
+        with _seeded(seed + 1):
+            second = _outputs(model, x)
+    for (path, a), (_, b) in zip(first, second, strict=True):
+        mm = _compare(b, a, 0.0, 0.0)
+        if mm is not None:
+            raise InvariantError(
+                "eval-mode determinism",
+                f"two forward passes in eval mode differ at {mm.at(path)}: {_fmt(mm.expected)} "
+                f"then {_fmt(mm.got)}",
+                promise="in eval mode the model is a deterministic function (dropout is off)",
+                checked="two forward passes on the same input after model.eval(), bit for bit",
+                example=_describe(x),
+                hint="F.dropout(x, p) defaults to training=True: pass training=self.training or "
+                     "use nn.Dropout; sample noise only when self.training is True",
+            )
+
+
+@_one_thread
+def check_state_dict_roundtrip(
+    model: nn.Module,
+    make_model: Callable[[], nn.Module],
+    x: torch.Tensor | None = None,
+    *,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    seed: int = 0,
+) -> None:
+    """Saving ``model.state_dict()`` and loading it into ``make_model()`` gives identical outputs.
+
+    The state dict goes through ``torch.save`` to memory and ``torch.load(weights_only=True)``
+    and is loaded strictly; both models are compared in eval mode, bit for bit by default.
+    """
+    x = _input_or_example(model, x)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    with _seeded(seed):
+        fresh = make_model()
+    checked = "torch.save(model.state_dict()) -> torch.load -> make_model().load_state_dict"
+    try:
+        fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    except RuntimeError as err:
+        raise InvariantError(
+            "state-dict round trip",
+            f"the saved state dict does not load into a fresh model: {str(err).splitlines()[0]}",
+            promise="a model's state dict restores it exactly",
+            checked=checked,
+            hint="does make_model() build the same architecture (same sizes, same layer names)?",
+        ) from err
+    with _preserved(model, False), _preserved(fresh, False):
+        with _seeded(seed):
+            a = _outputs(model, x)
+        with _seeded(seed):
+            b = _outputs(fresh, x)
+    for (path, o), (_, r) in zip(a, b, strict=True):
+        mm = _compare(r, o, atol, rtol)
+        if mm is not None:
+            raise InvariantError(
+                "state-dict round trip",
+                f"the reloaded model's {mm.at(path)} is {_fmt(mm.got)}, the original's "
+                f"{_fmt(mm.expected)} (off by {_fmt(mm.diff)})",
+                promise="a model's state dict restores it exactly",
+                checked=f"{checked}, outputs in eval mode, atol={atol:g}, rtol={rtol:g}",
+                example=_describe(x),
+                hint="a tensor kept as a plain attribute (self.mean = ...) is not saved: register "
+                     "it with self.register_buffer('mean', tensor); state set outside "
+                     "parameters and buffers (a Python float, a list) is lost too",
+            )
+
+
+# ---------------------------------------------------------------------- training checks
+
+
+def training_step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr: float = 0.1,
+) -> Callable[[], float]:
+    """A zero-argument callable that takes one optimiser step on ``(x, y)`` and returns the loss.
+
+    The loss defaults to cross-entropy for integer ``y`` and mean squared error otherwise;
+    the optimiser to SGD with learning rate ``lr`` over the trainable parameters. The loss
+    returned is the one computed before the step.
+    """
+    if loss_fn is None:
+        loss_fn = nn.functional.cross_entropy if not y.is_floating_point() else nn.functional.mse_loss
+    opt = optimizer or torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+    def step() -> float:
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return step
+
+
+def _loss(value: Any, k: int) -> float:
+    try:
+        return float(value.detach() if isinstance(value, torch.Tensor) else value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"step {k}: expected step() to return the loss as a number or a "
+                        f"one-element tensor, got {type(value).__name__}") from err
+
+
+@_one_thread
+def check_parameters_update(
+    model: nn.Module,
+    step: Callable[[], Any],
+    *,
+    allow_unchanged: Iterable[str] = (),
+    seed: int = 0,
+) -> None:
+    """After one call of ``step()`` every trainable parameter changed and every frozen one did not.
+
+    A parameter is frozen when ``requires_grad`` is False. ``allow_unchanged`` names
+    trainable parameters that may legitimately stay put (e.g. unused in this batch).
+    ``step()`` trains ``model`` for real.
+    """
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with _seeded(seed):
+        step()
+    after = dict(model.named_parameters())
+    frozen_moved, stuck = [], []
+    for name, old in before.items():
+        p = after[name]
+        mm = _compare(p.detach(), old, 0.0, 0.0)
+        if not p.requires_grad and mm is not None:
+            frozen_moved.append((name, mm))
+        elif p.requires_grad and mm is None and name not in set(allow_unchanged):
+            stuck.append(name)
+    n_trainable = sum(p.requires_grad for p in after.values())
+    checked = (f"one call of step() on {type(model).__name__} with {n_trainable} trainable and "
+               f"{len(after) - n_trainable} frozen parameter tensors")
+    if frozen_moved:
+        name, mm = frozen_moved[0]
+        raise InvariantError(
+            "frozen parameters",
+            f"frozen parameter {name!r} changed by {_fmt(mm.diff)} at {_idx(mm.index)} "
+            f"({_fmt(mm.expected)} -> {_fmt(mm.got)}); frozen and moved: "
+            f"{[n for n, _ in frozen_moved]}",
+            promise="parameters with requires_grad=False stay fixed during training",
+            checked=checked,
+            hint="a frozen parameter still moves when it has a stale .grad (zero_grad("
+                 "set_to_none=False), or requires_grad switched off after a backward) and the "
+                 "optimiser applies weight decay or momentum to it; build the optimiser from "
+                 "[p for p in model.parameters() if p.requires_grad]",
+        )
+    if stuck:
+        raise InvariantError(
+            "parameter update",
+            f"{len(stuck)} trainable parameter tensor(s) did not change after one step: {stuck}",
+            promise="one optimiser step changes every trainable parameter",
+            checked=checked,
+            hint="does the optimiser hold this model's parameters (a model rebuilt after the "
+                 "optimiser was created)? lr=0? is the loss cut from the graph (.item(), "
+                 ".detach(), torch.no_grad())? is the parameter used in forward()?",
+        )
+
+
+@_one_thread
+def check_loss_decreases(
+    step: Callable[[], Any],
+    *,
+    steps: int = 5,
+    min_decrease: float = 0.0,
+    seed: int = 0,
+) -> list[float]:
+    """The loss returned by ``step()`` goes down over ``steps`` calls; returns the losses.
+
+    Passes when every loss is finite and the last is below the first by more than
+    ``min_decrease`` (relative: ``last < first * (1 - min_decrease)``).
+    """
+    if steps < 2:
+        raise ValueError(f"steps: expected at least 2, got {steps}")
+    losses: list[float] = []
+    with _seeded(seed):
+        for k in range(steps):
+            losses.append(_loss(step(), k))
+    shown = ", ".join(_fmt(v) for v in losses)
+    bad = [k for k, v in enumerate(losses) if not math.isfinite(v)]
+    if bad:
+        raise InvariantError(
+            "loss decrease",
+            f"the loss at step {bad[0]} is {losses[bad[0]]} (losses: {shown})",
+            promise="training lowers the loss",
+            checked=f"{steps} calls of step()",
+            hint="the learning rate is too high (training diverged), or the loss takes log(0)",
+        )
+    if not losses[-1] < losses[0] * (1 - min_decrease):
+        raise InvariantError(
+            "loss decrease",
+            f"the loss went from {_fmt(losses[0])} to {_fmt(losses[-1])} in {steps} steps "
+            f"(losses: {shown})",
+            promise="training lowers the loss",
+            checked=f"{steps} calls of step(), required last < first * (1 - {min_decrease:g})",
+            hint="lr=0 or tiny? optimizer.zero_grad() missing (gradients pile up)? the optimiser "
+                 "built over another model's parameters? the loss detached from the model?",
+        )
+    return losses
+
+
+@_one_thread
+def check_can_overfit(
+    step: Callable[[], Any],
+    *,
+    max_steps: int = 300,
+    target_loss: float = 0.05,
+    seed: int = 0,
+) -> tuple[int, float]:
+    """Repeated ``step()`` on one small batch drives the loss below ``target_loss``.
+
+    A model that cannot memorise a handful of examples has a bug. Returns
+    ``(steps taken, final loss)``.
+    """
+    best, best_k, loss = math.inf, -1, math.inf
+    with _seeded(seed):
+        for k in range(max_steps):
+            loss = _loss(step(), k)
+            if loss < best:
+                best, best_k = loss, k
+            if loss <= target_loss:
+                return k + 1, loss
+    raise InvariantError(
+        "overfit one batch",
+        f"after {max_steps} steps the loss is {_fmt(loss)} (best {_fmt(best)} at step {best_k}), "
+        f"expected <= {target_loss:g}",
+        promise="a model with enough capacity memorises one small batch",
+        checked=f"up to {max_steps} calls of step() on the same batch",
+        hint="are the labels shuffled separately from the inputs, or redrawn each step? a softmax "
+             "before CrossEntropyLoss (it expects logits)? learning rate too small, or the model "
+             "too small for the batch?",
+    )
+
+
+@_one_thread
+def check_deterministic(
+    make_model: Callable[[], nn.Module],
+    train: Callable[[nn.Module], Any] | None = None,
+    x: torch.Tensor | None = None,
+    *,
+    seed: int = 0,
+) -> None:
+    """Two runs under the same seed give bit-identical trained weights and outputs.
+
+    Each run, under ``reprokit.seeding.seeded(seed)``, builds ``make_model()``, calls
+    ``train(model)`` (which trains it in place for a few steps; default: 3 SGD steps on
+    the mean square of the outputs for ``x``) and records the state dict and the eval-mode
+    output for ``x``.
+    """
+    if x is None:
+        with _seeded(seed):
+            x = example_input(make_model(), seed=seed)
+
+    def default_train(model: nn.Module) -> None:
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        for _ in range(3):
+            opt.zero_grad()
+            sum(o.pow(2).mean() for _, o in _flatten(model(x)) if o.is_floating_point()).backward()
+            opt.step()
+
+    def run() -> tuple[dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
+        with _seeded(seed):
+            model = make_model()
+            (train or default_train)(model)
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            with _preserved(model, False):
+                out = _outputs(model, x)
+        return state, out
+
+    (s1, o1), (s2, o2) = run(), run()
+    checked = (f"two runs of make_model() + {'train(model)' if train else '3 default SGD steps'} "
+               f"under seed {seed}, bit for bit")
+    hint = ("something draws random numbers outside the seeded global generators: "
+            "np.random.default_rng() or torch.Generator() without a seed, random.Random(), the "
+            "time or os.urandom; or a non-deterministic kernel (run "
+            "torch.use_deterministic_algorithms(True) to find it)")
+    promise = "the same seed gives the same trained weights and the same outputs"
+    for key in s1:
+        if key not in s2 or s1[key].shape != s2[key].shape:
+            raise InvariantError("determinism", f"state-dict entry {key!r} differs in shape or "
+                                 "is missing in the second run", promise=promise, checked=checked,
+                                 hint=hint)
+        mm = _compare(s2[key], s1[key], 0.0, 0.0)
+        if mm is not None:
+            raise InvariantError(
+                "determinism",
+                f"trained weight {key!r} differs between two runs with seed {seed}: by "
+                f"{_fmt(mm.diff)} at {_idx(mm.index)} ({_fmt(mm.expected)} vs {_fmt(mm.got)})",
+                promise=promise, checked=checked, example=_describe(x), hint=hint,
+            )
+    for (path, a), (_, b) in zip(o1, o2, strict=True):
+        mm = _compare(b, a, 0.0, 0.0)
+        if mm is not None:
+            raise InvariantError(
+                "determinism",
+                f"{mm.at(path)} differs between two runs with seed {seed}: "
+                f"{_fmt(mm.expected)} vs {_fmt(mm.got)}",
+                promise=promise, checked=checked, example=_describe(x), hint=hint,
+            )
