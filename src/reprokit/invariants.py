@@ -282,13 +282,14 @@ def _first(model: nn.Module, kinds: tuple[type, ...]) -> nn.Module | None:
 
 def example_input(
     model: nn.Module, *, batch: int = 8, length: int = 8, seed: int = 0,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None, sequence: bool = False,
 ) -> torch.Tensor:
     """A small deterministic input for ``model``, inferred from its first layer.
 
     Embedding -> token ids of shape ``(batch, length)``; Conv1d/2d -> ``(batch, C, length)``
     or ``(batch, C, length, length)``; MultiheadAttention -> ``(batch, length, E)``
-    (batch first); Linear/BatchNorm1d/LayerNorm -> ``(batch, features)``. Values come
+    (batch first); Linear/BatchNorm1d/LayerNorm -> ``(batch, features)``, or
+    ``(batch, length, features)`` with ``sequence=True``. Values come
     from a ``torch.Generator`` seeded with ``seed`` (the global RNG is untouched).
     Raises ``ValueError`` when no such layer is found: pass an input explicitly.
     """
@@ -309,11 +310,12 @@ def example_input(
     elif isinstance(first, nn.MultiheadAttention):
         shape = (batch, length, first.embed_dim)
     elif isinstance(first, nn.Linear):
-        shape = (batch, first.in_features)
+        shape = (batch, length, first.in_features) if sequence else (batch, first.in_features)
     elif isinstance(first, nn.BatchNorm1d):
         shape = (batch, first.num_features)
     elif isinstance(first, nn.LayerNorm):
-        shape = (batch, *first.normalized_shape)
+        shape = (batch, length, *first.normalized_shape) if sequence else \
+            (batch, *first.normalized_shape)
     else:
         raise ValueError(
             f"cannot guess an input for {type(model).__name__}: expected a first layer of type "
@@ -441,7 +443,7 @@ def check_permutation_equivariance(
     (default ``dim``). On failure the check looks for a single swap of two positions
     that already breaks the promise and reports it.
     """
-    x = _input_or_example(fn, x)
+    x = _input_or_example(fn, x, sequence=dim != 0)
     n = x.shape[dim]
     out_dim = dim if out_dim is None else out_dim
     p = torch.arange(n - 1, -1, -1) if perm is None else torch.as_tensor(perm, dtype=torch.long)
@@ -510,7 +512,7 @@ def check_causal(
     <= t must not move. The first (smallest) leaking position is reported with the single
     future position that leaks into it.
     """
-    x = _input_or_example(fn, x, batch=2)
+    x = _input_or_example(fn, x, batch=2, sequence=True)
     T = x.shape[dim]
     with _preserved(fn, train_mode):
         with _seeded(seed):
@@ -557,8 +559,8 @@ def check_causal(
                         f"after each t, atol={atol:g}, rtol={rtol:g}",
                 example=_describe(x),
                 hint="the attention mask lets a position see the future: mask[i, j] must block "
-                     "j > i (torch.triu(ones(T, T), diagonal=1) marks what to block; diagonal=0 "
-                     "or 2 is an off-by-one), the mask must be applied before the softmax, and "
+                     "j > i (torch.triu(ones(T, T), diagonal=1) marks what to block; diagonal=2 "
+                     "lets t see t + 1), the mask must be applied before the softmax, and "
                      "nothing may pool over the whole sequence",
             )
 

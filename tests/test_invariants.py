@@ -1,0 +1,407 @@
+"""reprokit.invariants: each check passes on a correct model and catches a realistic bug."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from toy_models import (
+    MLP,
+    BatchCentredMLP,
+    CausalSelfAttention,
+    CubeLayer,
+    FrozenFirstLayer,
+    FunctionalDropoutMLP,
+    HandBatchNorm,
+    HandLogSoftmax,
+    LinearThenNorm,
+    SetAttention,
+    SoftmaxClassifier,
+    Standardiser,
+    UnseededInit,
+    toy_batch,
+)
+
+from reprokit import invariants as inv
+from reprokit.invariants import InvariantError
+from reprokit.strategies import batches, float_tensors, permutations
+
+
+def seeded_model(cls: type[nn.Module], *args: object, seed: int = 0, **kwargs: object) -> nn.Module:
+    """Build ``cls`` with torch's RNG forked, so tests do not move the global state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls(*args, **kwargs)
+
+
+# ----------------------------------------------------------------- the error type
+
+
+def test_invariant_error_is_an_assertion_error_with_all_parts_in_its_message() -> None:
+    err = InvariantError("causality", "output 2 moved", promise="P", checked="C", hint="H",
+                         example="E")
+    assert isinstance(err, AssertionError)
+    text = str(err)
+    assert text.startswith("causality violated: output 2 moved")
+    for part in ("promise: P", "checked: C", "smallest input that broke it: E", "hint: H"):
+        assert part in text
+
+
+# ------------------------------------------------------------- batch independence
+
+
+def test_mlp_with_batchnorm_is_batch_independent_in_eval_mode() -> None:
+    inv.check_batch_independence(seeded_model(MLP))
+
+
+def test_batchnorm_in_train_mode_mixes_the_batch_and_the_message_says_call_eval() -> None:
+    with pytest.raises(InvariantError, match="batch independence violated") as info:
+        inv.check_batch_independence(seeded_model(MLP), train_mode=True)
+    assert "model.eval()" in str(info.value)
+    assert "when sample 1 changed" in str(info.value)
+
+
+def test_batch_mean_subtraction_is_caught_even_in_eval_mode() -> None:
+    x, _ = toy_batch(n=5)
+    with pytest.raises(InvariantError, match=r"output for sample 0 changed by .* when sample 1"):
+        inv.check_batch_independence(seeded_model(BatchCentredMLP), x)
+
+
+@settings(max_examples=15, deadline=None)
+@given(batches(features=4, min_size=2, max_size=6, min_value=-3, max_value=3))
+def test_mlp_is_batch_independent_on_any_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, _ = batch
+    inv.check_batch_independence(seeded_model(MLP), x, atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------ eval determinism
+
+
+def test_nn_dropout_is_off_in_eval_mode() -> None:
+    inv.check_eval_deterministic(seeded_model(MLP))
+
+
+def test_functional_dropout_left_on_in_eval_is_caught() -> None:
+    with pytest.raises(InvariantError, match="eval-mode determinism violated") as info:
+        inv.check_eval_deterministic(seeded_model(FunctionalDropoutMLP))
+    assert "training=self.training" in str(info.value)
+
+
+# ------------------------------------------------------------------- causality
+
+
+def test_causal_attention_ignores_the_future() -> None:
+    inv.check_causal(seeded_model(CausalSelfAttention))
+
+
+def test_off_by_one_causal_mask_is_caught_at_the_first_leaking_position() -> None:
+    with pytest.raises(InvariantError) as info:
+        inv.check_causal(seeded_model(CausalSelfAttention, mask_diagonal=2))
+    msg = str(info.value)
+    assert "causality violated: output at position 0" in msg
+    assert "the input at position 1 changed" in msg
+
+
+@settings(max_examples=10, deadline=None)
+@given(float_tensors(shape=st.tuples(st.integers(1, 2), st.integers(2, 6), st.just(8)),
+                     min_value=-2, max_value=2))
+def test_causal_attention_is_causal_on_any_sequence(x: torch.Tensor) -> None:
+    inv.check_causal(seeded_model(CausalSelfAttention), x, atol=1e-5, rtol=1e-4)
+
+
+def test_causal_check_works_on_token_ids() -> None:
+    emb = seeded_model(nn.Embedding, 10, 8)
+    model = nn.Sequential(emb, seeded_model(CausalSelfAttention))
+    inv.check_causal(model)  # default input: token ids from the embedding's vocabulary
+    leaky = nn.Sequential(emb, seeded_model(CausalSelfAttention, mask_diagonal=2))
+    with pytest.raises(InvariantError, match="causality violated"):
+        inv.check_causal(leaky)
+
+
+# ---------------------------------------------------------- permutation equivariance
+
+
+@settings(max_examples=10, deadline=None)
+@given(permutations(5))
+def test_set_attention_is_permutation_equivariant(perm: torch.Tensor) -> None:
+    x = inv.example_input(seeded_model(SetAttention), batch=2, length=5)
+    inv.check_permutation_equivariance(seeded_model(SetAttention), x, perm, dim=1)
+
+
+def test_positional_embedding_breaks_equivariance_and_a_single_swap_is_reported() -> None:
+    model = seeded_model(SetAttention, positional=True)
+    with pytest.raises(InvariantError, match="permutation equivariance violated") as info:
+        inv.check_permutation_equivariance(model, dim=1)
+    assert "permuted by [1, 0, 2, 3, 4, 5, 6, 7]" in str(info.value)  # swap of positions 0, 1
+
+
+def test_permutation_must_be_a_permutation() -> None:
+    with pytest.raises(ValueError, match="expected a permutation"):
+        inv.check_permutation_equivariance(lambda x: x, torch.zeros(3), [0, 0, 1])
+
+
+# ------------------------------------------------------------------ normalisation
+
+
+def test_batchnorm_normalises_each_feature_in_train_mode() -> None:
+    inv.check_normalised(nn.BatchNorm1d(4))
+    inv.check_normalised(HandBatchNorm(), inv.example_input(nn.Linear(4, 1), batch=32) * 3 + 2)
+
+
+def test_unbiased_variance_in_batchnorm_is_caught() -> None:
+    x = inv.example_input(nn.Linear(4, 1), batch=16) * 3 + 2
+    with pytest.raises(InvariantError, match=r"variance of output .* is 0\.9"):
+        inv.check_normalised(HandBatchNorm(bug="unbiased"), x)
+
+
+def test_layernorm_normalises_over_features_not_the_batch() -> None:
+    x = inv.example_input(nn.Linear(6, 1), batch=4) * 3 + 2
+    inv.check_normalised(nn.LayerNorm(6, elementwise_affine=False), x, reduce_dims=(-1,))
+    with pytest.raises(InvariantError, match="normalisation violated: mean"):
+        inv.check_normalised(nn.LayerNorm(6, elementwise_affine=False), x)
+
+
+# ------------------------------------------------------------------ scale invariance
+
+
+def test_batchnorm_after_linear_is_invariant_to_the_weight_scale() -> None:
+    """Ioffe & Szegedy 2015, Sec 3.3: BN((aW)u) = BN(Wu)."""
+    inv.check_parameter_scale_invariance(seeded_model(LinearThenNorm, nn.BatchNorm1d(5)))
+
+
+def test_centring_without_dividing_by_std_is_not_scale_invariant() -> None:
+    model = seeded_model(LinearThenNorm, HandBatchNorm(bug="centre_only"))
+    with pytest.raises(InvariantError, match=r"scaling 'fc\.weight' by 0\.5 changed"):
+        inv.check_parameter_scale_invariance(model)
+
+
+def test_batchnorm_with_running_statistics_is_not_scale_invariant() -> None:
+    model = seeded_model(LinearThenNorm, nn.BatchNorm1d(5))
+    with pytest.raises(InvariantError, match="eval mode"):
+        inv.check_parameter_scale_invariance(model, train_mode=False)
+
+
+def test_input_scale_invariance_of_a_normaliser_and_its_absence_in_a_linear_layer() -> None:
+    x = inv.example_input(nn.Linear(4, 1), batch=16)
+    inv.check_scale_invariance(HandBatchNorm(eps=0.0), x)
+    with pytest.raises(InvariantError, match=r"f\(0\.5 \* x\) differs"):
+        inv.check_scale_invariance(seeded_model(nn.Linear, 4, 2), x)
+
+
+# ------------------------------------------------------------------ finite values
+
+
+def test_finite_tensor_passes_and_a_single_inf_is_reported_by_index() -> None:
+    t = torch.zeros(3, 4)
+    inv.check_finite(t)
+    t[2, 1] = float("inf")
+    with pytest.raises(InvariantError, match=r"value\[2, 1\] is inf \(1 non-finite of 12"):
+        inv.check_finite(t)
+
+
+def test_log_of_softmax_underflow_is_caught_and_log_softmax_is_fine() -> None:
+    z = torch.tensor([[0.0, 1.0, 2.0], [0.0, 200.0, 1.0]])
+    inv.check_finite(lambda t: torch.log_softmax(t, dim=-1), z)
+    with pytest.raises(InvariantError, match=r"output\[1, 0\] is -inf \(2 non-finite of 6"):
+        inv.check_finite(HandLogSoftmax(), z)
+
+
+def test_nan_inside_a_tuple_of_outputs_is_found() -> None:
+    with pytest.raises(InvariantError, match=r"loss\[1\]\[0\] is nan"):
+        inv.check_finite((torch.ones(2), torch.tensor([float("nan")])), name="loss")
+
+
+# ------------------------------------------------------------------ probabilities
+
+
+def test_softmax_over_classes_gives_probabilities() -> None:
+    inv.check_probabilities(seeded_model(SoftmaxClassifier))
+
+
+def test_softmax_over_the_batch_dimension_is_caught() -> None:
+    with pytest.raises(InvariantError, match="sums to .* along dim -1") as info:
+        inv.check_probabilities(seeded_model(SoftmaxClassifier, dim=0))
+    assert "wrong dimension" in str(info.value)
+
+
+def test_logits_are_not_probabilities() -> None:
+    logits = torch.tensor([[0.2, 0.3, 0.5], [0.1, 1.7, -0.8]])
+    with pytest.raises(InvariantError, match=r"probabilities\[1, 1\] is 1\.7, outside \[0, 1\]"):
+        inv.check_probabilities(logits)
+
+
+# ------------------------------------------------------------------- gradients
+
+
+def test_autograd_gradients_match_finite_differences() -> None:
+    inv.check_gradients(seeded_model(MLP))
+    inv.check_gradients(seeded_model(CubeLayer))
+
+
+def test_custom_backward_missing_a_factor_is_caught() -> None:
+    with pytest.raises(InvariantError, match="gradient check violated") as info:
+        inv.check_gradients(seeded_model(CubeLayer, wrong_backward=True))
+    assert "autograd gives" in str(info.value) and "finite differences give" in str(info.value)
+
+
+def test_gradient_check_on_a_plain_function_reports_the_worst_input_entry() -> None:
+    def bad_square(x: torch.Tensor) -> torch.Tensor:
+        return x * x.detach()  # cuts half of the gradient
+
+    x = torch.tensor([1.0, -2.0, 3.0])
+    inv.check_gradients(lambda t: t * t, x)
+    with pytest.raises(InvariantError, match=r"d/d input 0\[2\]"):
+        inv.check_gradients(bad_square, x)
+
+
+# -------------------------------------------------------------- state-dict round trip
+
+
+def test_buffer_survives_a_state_dict_round_trip() -> None:
+    model = seeded_model(Standardiser).fit(toy_batch()[0] + 5)
+    inv.check_state_dict_roundtrip(model, Standardiser)
+
+
+def test_statistic_kept_as_a_plain_attribute_is_lost_on_reload() -> None:
+    model = seeded_model(Standardiser, as_buffer=False).fit(toy_batch()[0] + 5)
+    with pytest.raises(InvariantError, match="state-dict round trip violated") as info:
+        inv.check_state_dict_roundtrip(model, lambda: Standardiser(as_buffer=False))
+    assert "register_buffer" in str(info.value)
+
+
+def test_state_dict_into_a_different_architecture_is_reported() -> None:
+    with pytest.raises(InvariantError, match="does not load into a fresh model"):
+        inv.check_state_dict_roundtrip(seeded_model(MLP), lambda: MLP(hidden=8))
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def test_seeded_training_is_bit_for_bit_reproducible() -> None:
+    x, y = toy_batch()
+
+    def train(model: nn.Module) -> None:
+        step = inv.training_step(model, x, y)
+        for _ in range(3):
+            step()
+
+    inv.check_deterministic(MLP, train, x)  # dropout masks follow the seed too
+
+
+def test_unseeded_numpy_generator_in_init_is_caught() -> None:
+    with pytest.raises(InvariantError, match=r"trained weight 'weight' differs") as info:
+        inv.check_deterministic(UnseededInit, x=toy_batch()[0])
+    assert "np.random.default_rng()" in str(info.value)
+
+
+# ------------------------------------------------------------- training checks
+
+
+def test_one_step_moves_trainable_and_not_frozen_parameters() -> None:
+    model = seeded_model(FrozenFirstLayer)
+    x, y = toy_batch()
+    inv.check_parameters_update(model, inv.training_step(model, x, y))
+
+
+def test_frozen_layer_moved_by_weight_decay_on_a_stale_zero_grad_is_caught() -> None:
+    model = seeded_model(FrozenFirstLayer)
+    model.body.requires_grad_(True)
+    x, y = toy_batch()
+    nn.functional.cross_entropy(model(x), y).backward()  # a first backward fills .grad
+    model.body.requires_grad_(False)                     # frozen afterwards
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.01)
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=False)  # keeps zero tensors: weight decay still applies
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    with pytest.raises(InvariantError, match=r"frozen parameter 'body\.weight' changed") as info:
+        inv.check_parameters_update(model, step)
+    assert "weight decay" in str(info.value)
+
+
+def test_optimizer_over_a_stale_model_leaves_parameters_unchanged() -> None:
+    old = seeded_model(MLP)
+    opt = torch.optim.SGD(old.parameters(), lr=0.1)
+    model = seeded_model(MLP, seed=1)  # rebuilt after the optimiser
+    x, y = toy_batch()
+    with pytest.raises(InvariantError, match=r"did not change after one step: \['fc1\.weight'"):
+        inv.check_parameters_update(model, inv.training_step(model, x, y, optimizer=opt))
+
+
+def test_loss_decreases_with_sgd_and_not_with_lr_zero() -> None:
+    x, y = toy_batch()
+    model = seeded_model(MLP, p=0.0)
+    losses = inv.check_loss_decreases(inv.training_step(model, x, y))
+    assert len(losses) == 5 and losses[-1] < losses[0]
+    frozen = seeded_model(MLP, p=0.0)
+    with pytest.raises(InvariantError, match=r"the loss went from (\S+) to \1 in 5 steps"):
+        inv.check_loss_decreases(inv.training_step(frozen, x, y, lr=0.0))
+
+
+def test_diverging_loss_is_reported_as_not_finite() -> None:
+    x, y = toy_batch()
+    model = seeded_model(nn.Linear, 4, 3)
+    with pytest.raises(InvariantError, match="the loss at step 1 is nan"):
+        inv.check_loss_decreases(inv.training_step(model, x * 1e20, y, lr=1e10), steps=4)
+
+
+def test_mlp_can_overfit_one_batch() -> None:
+    x, y = toy_batch()
+    model = seeded_model(MLP, p=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    steps, loss = inv.check_can_overfit(inv.training_step(model, x, y, optimizer=opt))
+    assert loss <= 0.05 and steps <= 300
+
+
+def test_labels_reshuffled_every_step_cannot_be_overfit() -> None:
+    x, y = toy_batch()
+    model = seeded_model(MLP, p=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(0)
+
+    def step() -> float:  # the bug: labels shuffled independently of the inputs
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y[torch.randperm(len(y), generator=g)])
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    with pytest.raises(InvariantError, match=r"after 100 steps the loss is .* expected <= 0\.05"):
+        inv.check_can_overfit(step, max_steps=100)
+
+
+# ----------------------------------------------------------- leaves no trace
+
+
+def test_checks_restore_rng_states_modes_buffers_and_threads() -> None:
+    model = seeded_model(MLP)
+    model.train()
+    model.bn.eval()  # a mixed mode must come back as it was
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state(),
+              torch.get_num_threads(), model.bn.running_mean.clone())
+    inv.check_batch_independence(model)
+    inv.check_normalised(nn.BatchNorm1d(4))
+    with pytest.raises(InvariantError):
+        inv.check_batch_independence(model, train_mode=True)
+    assert model.training and not model.bn.training and model.fc1.training
+    assert random.getstate() == before[0]
+    assert np.array_equal(np.random.get_state()[1], before[1])
+    assert torch.equal(torch.get_rng_state(), before[2])
+    assert torch.get_num_threads() == before[3]
+    assert torch.equal(model.bn.running_mean, before[4])
+
+
+def test_a_check_without_input_explains_how_to_pass_one() -> None:
+    with pytest.raises(ValueError, match="pass one"):
+        inv.check_batch_independence(lambda x: x)
+    with pytest.raises(ValueError, match="pass an input tensor explicitly"):
+        inv.example_input(nn.ReLU())
