@@ -1,0 +1,410 @@
+"""reprokit.bughunt: derive, loading, running student tests, and the hunt's scoring."""
+
+from __future__ import annotations
+
+import importlib
+import linecache
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from reprokit import bughunt
+
+TOY = '''
+"""A toy base module: the "authors' code" for these tests."""
+STATE = []
+FACTOR = {"k": 2}
+
+def double(x):
+    return FACTOR["k"] * x
+
+def quadruple(x):
+    return double(double(x))
+
+class Base:
+    def __init__(self):
+        self.ready = True
+
+class Doubler(Base):
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def apply(self, x):
+        return double(x) * self.k
+
+class Plain:
+    def value(self):
+        return 1
+'''
+
+WHEAT = '''
+"""Doubling by addition"""
+import toybase
+from reprokit.bughunt import derive
+
+def double(x):
+    return x + x
+
+implementation = derive(toybase, double=double)
+'''
+
+CHAFF_TRIPLE = '''
+"""Triples instead of doubling
+
+The planted bug: double(x) returns 3x.
+"""
+import toybase
+from reprokit.bughunt import derive
+
+def double(x):
+    return 3 * x
+
+implementation = derive(toybase, double=double)
+'''
+
+CHAFF_QUAD = '''
+"""Quadruple adds instead of composing"""
+import toybase
+from reprokit.bughunt import derive
+
+def quadruple(x):
+    return double(x) + 1
+
+implementation = derive(toybase, quadruple=quadruple)
+'''
+
+
+@pytest.fixture
+def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The toy base module, importable as ``toybase``, plus a folder of wheat/chaff files."""
+    (tmp_path / "toybase.py").write_text(TOY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("toybase", None)
+    module = importlib.import_module("toybase")
+    files = {}
+    for name, text in {"wheat": WHEAT, "triple": CHAFF_TRIPLE, "quad": CHAFF_QUAD}.items():
+        files[name] = tmp_path / f"{name}.py"
+        files[name].write_text(text)
+    yield module, files
+    sys.modules.pop("toybase", None)
+
+
+def test_quadruple(implementation):
+    assert implementation.quadruple(1) == 4, f"quadruple(1) = {implementation.quadruple(1)}"
+
+
+def test_double(implementation):
+    assert implementation.double(5) == 10
+
+
+# Student-style tests used as data by the hunts below, not collected by pytest.
+test_quadruple.__test__ = False  # type: ignore[attr-defined]
+test_double.__test__ = False  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- derive
+
+
+def test_derive_internal_calls_see_the_replacement(toy):
+    base, _ = toy
+    derived = bughunt.derive(base, double=lambda x: 10 * x)
+    assert derived.quadruple(1) == 100  # quadruple's calls to double see the replacement
+    assert base.quadruple(1) == 4  # the base is untouched
+    assert derived.Doubler(1).apply(1) == 10  # a method calling double is rebound too
+    assert base.Doubler(1).apply(1) == 2
+
+
+def test_derive_keeps_super_isinstance_and_untouched_classes(toy):
+    base, _ = toy
+    derived = bughunt.derive(base, double=lambda x: -x)
+    d = derived.Doubler(3)
+    assert d.ready and d.k == 3  # super().__init__() still runs Base.__init__
+    assert isinstance(d, base.Doubler)
+    assert derived.Plain is base.Plain  # reads nothing rebound: kept as is
+
+
+def test_derive_copies_mutable_constants(toy):
+    base, _ = toy
+    derived = bughunt.derive(base)
+    derived.FACTOR["k"] = 5
+    assert derived.double(1) == 5
+    assert base.double(1) == 2
+
+
+def test_derive_rejects_unknown_names(toy):
+    base, _ = toy
+    with pytest.raises(AttributeError, match="no 'halve' to replace"):
+        bughunt.derive(base, halve=lambda x: x / 2)
+
+
+def test_derive_rebinds_replacements_to_see_other_derived_names(toy):
+    base, files = toy
+    impl = bughunt.load_implementation(files["quad"].read_text())
+    assert impl.quadruple(3) == 7  # double(3) + 1: the chaff's quadruple finds double
+    assert impl.quadruple.__globals__["double"] is impl.double
+
+
+# --------------------------------------------------------------------------- load
+
+
+def test_load_implementation_hides_where_it_came_from(toy):
+    _, files = toy
+    impl = bughunt.load_implementation(files["triple"].read_text())
+    assert impl.double(2) == 6
+    assert impl.__name__ == "implementation"
+    assert impl.__file__ == "<implementation>"
+    assert "planted" not in (impl.__doc__ or "")
+    assert "triple" not in repr(impl)
+    assert not any(getattr(m, "__file__", None) == str(files["triple"]) for m in list(sys.modules.values()))
+
+
+def test_load_implementation_without_derive_returns_the_module():
+    impl = bughunt.load_implementation('"""Secret explanation."""\ndef f():\n    return 7\n')
+    assert impl.f() == 7
+    assert impl.__doc__ == bughunt.NEUTRAL_DOC
+    assert "implementation" not in sys.modules or sys.modules["implementation"] is not impl
+
+
+# --------------------------------------------------------------------------- run_tests_against
+
+
+def test_outcomes_are_passed_failed_error_with_messages(toy):
+    base, _ = toy
+
+    def test_ok(implementation):
+        assert implementation.double(2) == 4
+
+    def test_wrong(implementation):
+        assert implementation.double(2) == 5, "double(2) should be 5"
+
+    # Defined like a notebook cell (IPython puts cells in linecache; pytest does not rewrite it).
+    cell = "def test_bare(implementation):\n    assert implementation.double(2) == 5\n"
+    linecache.cache["<cell-7>"] = (len(cell), None, cell.splitlines(True), "<cell-7>")
+    ns: dict = {}
+    exec(compile(cell, "<cell-7>", "exec"), ns)
+    test_bare = ns["test_bare"]
+
+    def test_boom(implementation):
+        raise KeyError("nope")
+
+    out = bughunt.run_tests_against(
+        {"test_ok": test_ok, "test_wrong": test_wrong, "test_bare": test_bare,
+         "test_boom": test_boom}, base)
+    assert out["test_ok"] == {"status": "passed", "message": ""}
+    assert out["test_wrong"]["status"] == "failed"
+    assert out["test_wrong"]["message"].startswith("double(2) should be 5")
+    assert out["test_bare"]["status"] == "failed"
+    assert out["test_bare"]["message"] == (
+        "assert failed in test_bare: assert implementation.double(2) == 5")
+    assert out["test_boom"]["status"] == "error"
+    assert out["test_boom"]["message"].startswith("KeyError")
+
+
+def test_unknown_fixture_names_the_parameter_and_the_choices(toy):
+    base, _ = toy
+
+    def test_x(implementation, foo):
+        pass
+
+    out = bughunt.run_tests_against({"test_x": test_x}, base)
+    assert out["test_x"]["status"] == "error"
+    message = out["test_x"]["message"]
+    assert "test_x asks for 'foo', which is not a reprokit fixture" in message
+    for name in ("implementation", "tiny_digits", "seed", "rng"):
+        assert name in message
+
+
+def test_fixtures_are_seeded_and_rng_state_is_restored(toy):
+    import numpy as np
+    import torch
+
+    base, _ = toy
+    draws = []
+
+    def test_draw(seed, rng, tiny_digits):
+        draws.append((seed, float(rng.random()), float(torch.rand(1)),
+                      tuple(tiny_digits.y_train[:5].tolist())))
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    bughunt.run_tests_against({"a": test_draw}, base)
+    torch.manual_seed(999)
+    bughunt.run_tests_against({"a": test_draw}, base)
+    assert draws[0] == draws[1]  # same draws whatever the caller's RNG state was
+    assert draws[0][0] == 0 and draws[0][1] == float(np.random.default_rng(0).random())
+    torch.manual_seed(123)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_test_that_loops_forever_times_out_and_the_next_one_runs(toy):
+    base, _ = toy
+
+    def test_forever(implementation):
+        while True:
+            try:
+                time.sleep(0.01)
+            except Exception:  # a timeout must not be swallowable by except Exception
+                pass
+
+    def test_after(implementation):
+        assert implementation.double(1) == 2
+
+    t0 = time.monotonic()
+    out = bughunt.run_tests_against({"test_forever": test_forever, "test_after": test_after},
+                                    base, timeout_s=0.3)
+    assert time.monotonic() - t0 < 5
+    assert out["test_forever"]["status"] == "timeout"
+    assert "0.3 s" in out["test_forever"]["message"]
+    assert out["test_after"]["status"] == "passed"
+
+
+# --------------------------------------------------------------------------- hunt
+
+
+def test_each_chaff_caught_earns_credit(toy):
+    _, files = toy
+    report = bughunt.hunt([test_quadruple], [files["wheat"]], [files["triple"], files["quad"]])
+    assert report.caught == {"hidden chaff 1": ["test_quadruple"], "hidden chaff 2": ["test_quadruple"]}
+    assert report.wheat_failures == []
+    assert report.score(2.5) == 5.0
+    only_double = bughunt.hunt([test_double], [files["wheat"]], [files["triple"], files["quad"]])
+    assert only_double.caught == {"hidden chaff 1": ["test_double"], "hidden chaff 2": []}
+    assert only_double.score(1) == 1.0
+
+
+def test_a_test_failing_on_a_wheat_zeroes_the_score(toy):
+    _, files = toy
+
+    def test_exact_code(implementation):
+        import inspect
+        assert "2" in inspect.getsource(implementation.double)  # pins the authors' code
+
+    report = bughunt.hunt({"test_quadruple": test_quadruple, "test_exact_code": test_exact_code},
+                          [files["wheat"]], [files["triple"], files["quad"]])
+    assert report.n_caught == 2
+    assert [(w, t) for w, t, _ in report.wheat_failures] == [("wheat 1", "test_exact_code")]
+    assert report.score(1) == 0.0
+
+
+def test_no_tests_scores_zero(toy):
+    _, files = toy
+    report = bughunt.hunt({}, [files["wheat"]], [files["triple"]])
+    assert report.score(1) == 0.0
+    assert "no tests found" in report.summary()
+
+
+def test_os_exit_and_endless_loops_are_contained_per_implementation(toy):
+    _, files = toy
+
+    def test_exit_on_triple(implementation):
+        if implementation.double(1) == 3:
+            os._exit(0)
+
+    def test_hang_on_quad(implementation):
+        if implementation.quadruple(1) != 4:
+            while True:
+                pass
+
+    tests = {"test_exit_on_triple": test_exit_on_triple, "test_hang_on_quad": test_hang_on_quad}
+    report = bughunt.hunt(tests, [files["wheat"]], [files["triple"], files["quad"]], timeout_s=0.5)
+    wheat, triple, quad = report.results
+    assert wheat.failing() == []
+    assert {o["status"] for o in triple.outcomes.values()} == {"error"}
+    assert "ended abruptly" in triple.outcomes["test_exit_on_triple"]["message"]
+    assert quad.outcomes["test_hang_on_quad"]["status"] == "timeout"
+    assert quad.outcomes["test_exit_on_triple"]["status"] == "passed"
+    assert report.score(1) == 2.0
+
+
+def test_state_does_not_leak_between_implementations(toy):
+    base, files = toy
+
+    def test_first_to_touch(implementation):
+        import toybase
+        toybase.STATE.append(1)
+        implementation.STATE.append(1)
+        assert toybase.STATE == [1] and implementation.STATE == [1]
+
+    report = bughunt.hunt([test_first_to_touch], [files["wheat"], files["wheat"]],
+                          [files["triple"], files["quad"]])
+    assert all(r.failing() == [] for r in report.results)
+    assert base.STATE == []
+
+
+def test_summary_names_public_chaffs_and_hides_hidden_ones(toy):
+    _, files = toy
+
+    def test_exact_draws(implementation):
+        if implementation.double.__code__.co_consts[-1] != 999:
+            raise AssertionError("pinned the draws")
+
+    tests = {"test_quadruple": test_quadruple, "test_exact_draws": test_exact_draws}
+    public = bughunt.hunt([test_double], [files["wheat"]], [files["triple"], files["quad"]],
+                          reveal=True).summary()
+    assert "chaff 'Triples instead of doubling' caught by test_double" in public
+    assert "chaff 'Quadruple adds instead of composing' NOT caught" in public
+    assert "wheat 'Doubling by addition': all 1 test(s) pass" in public
+    assert "caught 1 of 2 chaffs" in public
+    hidden = bughunt.hunt(tests, [files["wheat"]], [files["triple"], files["quad"]]).summary()
+    assert "Triples" not in hidden and "The planted bug" not in hidden
+    assert "hidden chaff 1 caught by test_quadruple" in hidden
+    assert ("wheat 1 failed test_exact_draws: your test rejects a correct implementation: "
+            "pinned the draws") in hidden
+    assert "score: 0" in hidden
+
+
+def test_remote_tests_are_dispatched_to_their_session(toy):
+    _, files = toy
+    calls = []
+
+    class Session:
+        def run_tests_against(self, tests, source, timeout_s):
+            calls.append((sorted(tests), "def double" in source, timeout_s))
+            return {name: {"status": "failed" if "3 * x" in source else "passed", "message": "m"}
+                    for name in tests}
+
+    class Remote:
+        def __init__(self, name):
+            self.__name__ = name
+            self._reprokit_remote = session
+
+    session = Session()
+    report = bughunt.hunt({"test_a": Remote("test_a"), "test_b": Remote("test_b")},
+                          [files["wheat"]], [files["triple"]], timeout_s=7)
+    assert calls == [(["test_a", "test_b"], True, 7)] * 2
+    assert report.caught == {"hidden chaff 1": ["test_a", "test_b"]}
+    assert report.score(1) == 1.0
+
+
+def test_a_runner_that_crashes_is_an_error_for_that_implementation(toy):
+    _, files = toy
+
+    def runner(names, source):
+        if "3 * x" in source:
+            raise RuntimeError("the tests crashed the process")
+        return {n: {"status": "passed", "message": ""} for n in names}
+
+    report = bughunt.hunt([test_double], [files["wheat"]], [files["triple"]], runner=runner)
+    assert report.results[0].failing() == []
+    assert report.results[1].outcomes["test_double"] == {
+        "status": "error", "message": "RuntimeError: the tests crashed the process"}
+
+
+def test_display_name_is_the_docstrings_first_line(tmp_path: Path):
+    f = tmp_path / "c.py"
+    f.write_text(textwrap.dedent('''\
+        """Labels re-drawn every epoch.
+
+        Longer explanation.
+        """
+        x = 1
+        '''))
+    assert bughunt.display_name(f) == "Labels re-drawn every epoch"
+    g = tmp_path / "no_doc.py"
+    g.write_text("x = 1\n")
+    assert bughunt.display_name(g) == "no_doc"
