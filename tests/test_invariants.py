@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from toy_models import (
@@ -405,3 +405,18 @@ def test_a_check_without_input_explains_how_to_pass_one() -> None:
         inv.check_batch_independence(lambda x: x)
     with pytest.raises(ValueError, match="pass an input tensor explicitly"):
         inv.example_input(nn.ReLU())
+
+
+def test_hypothesis_shrinks_a_batch_mixing_bug_to_two_zero_samples() -> None:
+    model = seeded_model(BatchCentredMLP)
+
+    def is_caught(batch: tuple[torch.Tensor, torch.Tensor]) -> bool:
+        try:
+            inv.check_batch_independence(model, batch[0])
+        except InvariantError:
+            return True
+        return False
+
+    x, _ = find(batches(features=4, min_size=2, max_size=6), is_caught,
+                settings=settings(max_examples=30, deadline=None, database=None))
+    assert x.shape == (2, 4) and not bool(x.any())

@@ -852,14 +852,22 @@ def check_gradients(
         targets += [(f"parameter {n!r}", p) for n, p in f.named_parameters() if p.requires_grad]
     if not targets:
         raise ValueError("nothing to differentiate: expected a floating-point input or parameter")
+    with _seeded(seed):  # one full seeding; each evaluation below resets torch's CPU generator
+        return _gradient_check(f, xs, inputs, targets, wrt, eps, atol, rtol, max_entries, seed)
+
+
+def _gradient_check(
+    f: Fn, xs: tuple[Any, ...], inputs: tuple[Any, ...], targets: list[tuple[str, torch.Tensor]],
+    wrt: str, eps: float, atol: float, rtol: float, max_entries: int, seed: int,
+) -> None:
     g = torch.Generator().manual_seed(seed)
-    with _seeded(seed):
-        outs = [o for _, o in _flatten(f(*xs)) if o.is_floating_point()]
+    torch.default_generator.manual_seed(seed)
+    outs = [o for _, o in _flatten(f(*xs)) if o.is_floating_point()]
     weights = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
 
     def scalar() -> torch.Tensor:
-        with _seeded(seed):
-            flat = [o for _, o in _flatten(f(*xs)) if o.is_floating_point()]
+        torch.default_generator.manual_seed(seed)  # cheap, unlike a full re-seed per call
+        flat = [o for _, o in _flatten(f(*xs)) if o.is_floating_point()]
         return sum(((o * w).sum() for o, w in zip(flat, weights, strict=True)),
                    torch.zeros((), dtype=torch.float64))
 
