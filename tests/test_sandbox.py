@@ -54,6 +54,7 @@ CELLS = [
     "def cheat(splits):\n    train, val, test = splits\n    return float(test[0].sum())\n",
     "def boom(x):\n    raise ValueError(f'bad {x}')\n",
     "def double(a):\n    return a * 2\n",
+    "TESTS = [double, bump]\n",
 ]
 
 
@@ -112,3 +113,10 @@ def test_callback_objects_record_access_in_the_grader(zygote: sandbox.Zygote) ->
         assert env["cheat"](cheater) == 8.0
     assert honest.accessed == {"val"}
     assert "test" in cheater.accessed
+
+
+def test_functions_in_containers_keep_their_names(zygote: sandbox.Zygote) -> None:
+    with zygote.session(30) as s:
+        tests = s.lookup(["TESTS"])["TESTS"]
+        assert [t.__name__ for t in tests] == ["double", "bump"]
+        assert tests[0](3) == 6

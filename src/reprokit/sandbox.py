@@ -344,6 +344,9 @@ class Session:
         def resolve(tag: str, payload: Any) -> Any:
             if tag == "__function__" and type(payload) is str:
                 return RemoteFunction(self, payload)
+            if (tag == "__function__" and type(payload) is list and len(payload) == 2
+                    and all(type(p) is str for p in payload)):
+                return RemoteFunction(self, payload[0], name=payload[1])
             return wire.Opaque(str(payload), "reference")
         return wire.decode(x, resolve=resolve)
 
@@ -416,9 +419,9 @@ class Session:
 class RemoteFunction:
     """A function defined in the submission; calling it runs it there, on plain data."""
 
-    def __init__(self, session: Session, path: str):
+    def __init__(self, session: Session, path: str, name: str | None = None):
         self._session, self._path = session, path
-        self.__name__ = path.split("[")[0]
+        self.__name__ = name if name and name.isidentifier() else path.split("[")[0]
         self.__qualname__ = self.__name__
         self._reprokit_remote = self
 
@@ -711,7 +714,10 @@ class _CallbackStub:
 
 def _serve_session(conn: socket.socket, ns: dict) -> None:  # pragma: no cover
     def ref(obj: Any, path: str) -> Any:
-        return {"__function__": path} if callable(obj) and not isinstance(obj, type) else None
+        if callable(obj) and not isinstance(obj, type):
+            name = getattr(obj, "__name__", None)
+            return {"__function__": [path, name if type(name) is str else path]}
+        return None
 
     def resolve(tag: str, payload: Any) -> Any:
         if tag == "__ref__":
