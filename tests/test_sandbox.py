@@ -55,6 +55,9 @@ CELLS = [
     "def boom(x):\n    raise ValueError(f'bad {x}')\n",
     "def double(a):\n    return a * 2\n",
     "TESTS = [double, bump]\n",
+    "def test_add(implementation):\n    assert implementation.add(2, 2) == 4\n"
+    "def test_exit(implementation):\n    import os\n    if implementation.add(1, 1) != 2:\n        os._exit(3)\n"
+    "HUNT = [test_add]\n",
 ]
 
 
@@ -120,3 +123,27 @@ def test_functions_in_containers_keep_their_names(zygote: sandbox.Zygote) -> Non
         tests = s.lookup(["TESTS"])["TESTS"]
         assert [t.__name__ for t in tests] == ["double", "bump"]
         assert tests[0](3) == 6
+
+
+def test_bug_hunt_runs_student_tests_inside_the_sandbox(zygote: sandbox.Zygote, tmp_path: Path) -> None:
+    from reprokit.bughunt import hunt
+
+    (tmp_path / "wheat.py").write_text('"""Adds."""\ndef add(a, b):\n    return a + b\n')
+    (tmp_path / "chaff.py").write_text('"""Subtracts."""\ndef add(a, b):\n    return a - b\n')
+    with zygote.session(60) as s:
+        tests = s.lookup(["HUNT"])["HUNT"]
+        report = hunt(tests, [tmp_path / "wheat.py"], [tmp_path / "chaff.py"], timeout_s=20)
+    assert report.wheat_failures == []
+    assert list(report.caught.values()) == [["test_add"]]
+
+
+def test_bug_hunt_contains_a_test_that_kills_its_process(zygote: sandbox.Zygote, tmp_path: Path) -> None:
+    from reprokit.bughunt import hunt
+
+    (tmp_path / "wheat.py").write_text('"""Adds."""\ndef add(a, b):\n    return a + b\n')
+    (tmp_path / "chaff.py").write_text('"""Subtracts."""\ndef add(a, b):\n    return a - b\n')
+    with zygote.session(60) as s:
+        tests = s.lookup(["test_exit"])
+        report = hunt(tests, [tmp_path / "wheat.py"], [tmp_path / "chaff.py"], timeout_s=20)
+        assert s.lookup(["double"])["double"](2) == 4  # the session survived
+    assert report.wheat_failures == []
