@@ -746,10 +746,12 @@ def qa_table(result: BuildResult) -> Any:
     """A rich table: level, questions, reference score, blank score, time, zip size, verdict."""
     from rich.table import Table
 
-    table = Table(title=f"reprokit build {result.paper}: QA ({result.duration_s:.1f} s)")
-    for col in ("level", "questions", "reference", "blank", "reference time", "zip size", "verdict"):
+    table = Table(title=f"reprokit build {result.paper}: QA ({result.duration_s:.1f} s)",
+                  caption="qs: questions; reference/blank: score of the reference solution and of "
+                          "the blank notebook; time: reference run / budget")
+    for col in ("level", "qs", "reference", "blank", "time", "zip", "verdict"):
         table.add_column(col, justify="left" if col in ("level", "verdict") else "right",
-                         no_wrap=col != "verdict")
+                         no_wrap=True)
     for r in result.reports:
         style = "red" if not r.ok else ("green" if r.qa else "yellow")
         if r.qa:
