@@ -206,3 +206,20 @@ def test_solution_that_raises_names_cell_and_question(tmp_path: Path, fake_wheel
         build(BROKEN / "raises", tmp_path / "dist", levels=["01"], wheel=fake_wheel)
     assert (err.value.cell, err.value.question) == (5, "q1")
     assert "ZeroDivisionError" in err.value.message
+
+
+@pytest.mark.slow
+def test_built_zip_still_grades_under_otter_run(built, tmp_path: Path) -> None:
+    """The rewritten zip keeps Otter's tests/config/files layout, so `otter run` still works."""
+    import subprocess
+    import sys
+
+    lb = built.levels[1]  # the level whose hidden test reads chaffs/hidden from cwd
+    out = tmp_path / "otter-run"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "otter", "run", str(lb.solution), "-a",
+                           str(lb.zipfile), "-o", str(out), "--no-logo"],
+                          capture_output=True, text=True, timeout=300)
+    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    scores = {t["name"]: t.get("score") for t in results.get("tests", []) if t.get("max_score")}
+    assert scores == {"q1": 2.0}, proc.stdout[-2000:] + proc.stderr[-2000:]
