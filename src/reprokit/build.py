@@ -234,7 +234,7 @@ def find_masters(paper_dir: str | Path, levels: Iterable[str] | None = None) -> 
     """The master notebooks of a paper folder, one per level, in order.
 
     ``levels`` picks some (``"01"`` or ``"01-rerun"``); without it every level 01..06 must
-    exist and a missing one raises :class:`BuildError`.
+    exist (extra numbered levels are built too) and a missing one raises :class:`BuildError`.
     """
     paper_dir = Path(paper_dir)
     if not paper_dir.is_dir():
@@ -261,7 +261,7 @@ def find_masters(paper_dir: str | Path, levels: Iterable[str] | None = None) -> 
                          f"notebook named {missing[0]}-<level>.ipynb",
                          hint="write the missing masters, or build some levels with --level "
                               + " --level ".join(sorted(by_number)))
-    return [by_number[n][0] for n in LEVEL_NUMBERS]
+    return [by_number[n][0] for n in sorted(by_number)]  # 01..06 and any extra levels
 
 
 def read_paper_settings(paper_dir: Path) -> dict:
