@@ -31,9 +31,12 @@ import copy
 import functools
 import io
 import math
+import random
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -100,6 +103,9 @@ class InvariantError(AssertionError):
 # --------------------------------------------------------------------------- helpers
 
 
+_inside = threading.local()  # .depth > 0 while a check runs in this thread
+
+
 @contextlib.contextmanager
 def _fork_rng_seeded(seed: int) -> Iterator[None]:
     """Fallback when :mod:`reprokit.seeding` is missing: torch's CPU RNG only."""
@@ -108,13 +114,63 @@ def _fork_rng_seeded(seed: int) -> Iterator[None]:
         yield None
 
 
-def _seeded(seed: int) -> contextlib.AbstractContextManager[Any]:
-    """reprokit's ``seeded(seed)`` (restores every RNG and flag), or a torch-only fallback."""
+def _reseed(seed: int) -> None:
+    """Re-seed the generators a forward pass or a training step draws from; cheap.
+
+    ``torch.manual_seed`` also queues a lazy CUDA seeding that records a stack trace
+    (~1 ms, far more under hypothesis's deep stacks), so inside a check, whose wrapper
+    already saved every state, only the generators in use are re-seeded.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed for a block and restore every RNG state and flag afterwards.
+
+    The outermost call saves and restores through ``reprokit.seeding.snapshot`` /
+    ``restore`` (a torch-only ``fork_rng`` fallback if that module is missing) and seeds
+    like ``seed_everything`` minus its environment variables; nested calls inside a
+    running check only re-seed. ``seed_everything`` itself is not called because its
+    ``torch.manual_seed`` formats the whole call stack three times (lazy CUDA, XPU and
+    MTIA seeding): ~1 ms in a script, 80 ms per call inside a hypothesis test under pytest.
+    """
+    if getattr(_inside, "depth", 0) > 0:
+        _reseed(seed)
+        yield
+        return
     try:
-        from reprokit.seeding import seeded
+        from reprokit.seeding import restore, snapshot
     except ImportError:  # pragma: no cover - seeding ships with reprokit
-        return _fork_rng_seeded(seed)
-    return seeded(seed)
+        context: contextlib.AbstractContextManager[Any] = _fork_rng_seeded(seed)
+    else:
+        context = _snapshot_seeded(seed, snapshot, restore)
+    with context:
+        _inside.depth = getattr(_inside, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            _inside.depth -= 1
+
+
+@contextlib.contextmanager
+def _snapshot_seeded(seed: int, snapshot: Callable[[], Any], restore: Callable[[Any], None]) -> Iterator[None]:
+    state = snapshot()
+    try:
+        _reseed(seed)
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            # GPU kernels such as index_add are non-deterministic unless told otherwise; on
+            # the CPU every kernel a check runs is deterministic already.
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        yield
+    finally:
+        restore(state)
 
 
 @contextlib.contextmanager
@@ -137,8 +193,8 @@ def _preserved(model: Any, train_mode: bool | None = None) -> Iterator[None]:
                 b.copy_(saved)
 
 
-def _one_thread(check: F) -> F:
-    """Run ``check`` with one torch thread, then restore the thread count.
+def _check(check: F) -> F:
+    """Run ``check`` seeded, with one torch thread; restore RNG states, flags and threads after.
 
     The checks run tiny models, where a second intra-op thread only adds waiting: on a
     busy machine (a class being regraded fills every core) a BatchNorm call measured
@@ -148,13 +204,14 @@ def _one_thread(check: F) -> F:
     @functools.wraps(check)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         threads = torch.get_num_threads()
-        if threads == 1:
-            return check(*args, **kwargs)
-        torch.set_num_threads(1)
+        if threads != 1:
+            torch.set_num_threads(1)
         try:
-            return check(*args, **kwargs)
+            with _seeded(kwargs.get("seed", 0)):
+                return check(*args, **kwargs)
         finally:
-            torch.set_num_threads(threads)
+            if threads != 1:
+                torch.set_num_threads(threads)
 
     return wrapper  # type: ignore[return-value]
 
@@ -345,7 +402,7 @@ def _mode(train_mode: bool | None) -> str:
 # ------------------------------------------------------------------- forward-pass checks
 
 
-@_one_thread
+@_check
 def check_batch_independence(
     model: Fn,
     x: torch.Tensor | None = None,
@@ -424,7 +481,7 @@ def _batch_mismatch(
     return None
 
 
-@_one_thread
+@_check
 def check_permutation_equivariance(
     fn: Fn,
     x: torch.Tensor | None = None,
@@ -495,7 +552,7 @@ def check_permutation_equivariance(
     )
 
 
-@_one_thread
+@_check
 def check_causal(
     fn: Fn,
     x: torch.Tensor | None = None,
@@ -565,7 +622,7 @@ def check_causal(
             )
 
 
-@_one_thread
+@_check
 def check_normalised(
     module: Fn,
     x: torch.Tensor | None = None,
@@ -621,7 +678,7 @@ def check_normalised(
             )
 
 
-@_one_thread
+@_check
 def check_scale_invariance(
     fn: Fn,
     x: torch.Tensor | None = None,
@@ -658,7 +715,7 @@ def check_scale_invariance(
                     )
 
 
-@_one_thread
+@_check
 def check_parameter_scale_invariance(
     model: nn.Module,
     x: torch.Tensor | None = None,
@@ -735,7 +792,7 @@ def _values(obj: Any, x: Any, name: str | None) -> list[tuple[str, torch.Tensor]
     return [(p, t.detach()) for p, t in flat]
 
 
-@_one_thread
+@_check
 def check_finite(obj: Any, x: Any = None, *, name: str | None = None) -> None:
     """Every value is finite: no NaN, no +-Inf; a single bad element is enough to fail.
 
@@ -765,7 +822,7 @@ def check_finite(obj: Any, x: Any = None, *, name: str | None = None) -> None:
         )
 
 
-@_one_thread
+@_check
 def check_probabilities(
     obj: Any,
     x: Any = None,
@@ -811,7 +868,7 @@ def check_probabilities(
         )
 
 
-@_one_thread
+@_check
 def check_gradients(
     fn: Fn,
     *inputs: torch.Tensor,
@@ -852,8 +909,7 @@ def check_gradients(
         targets += [(f"parameter {n!r}", p) for n, p in f.named_parameters() if p.requires_grad]
     if not targets:
         raise ValueError("nothing to differentiate: expected a floating-point input or parameter")
-    with _seeded(seed):  # one full seeding; each evaluation below resets torch's CPU generator
-        return _gradient_check(f, xs, inputs, targets, wrt, eps, atol, rtol, max_entries, seed)
+    return _gradient_check(f, xs, inputs, targets, wrt, eps, atol, rtol, max_entries, seed)
 
 
 def _gradient_check(
@@ -861,12 +917,12 @@ def _gradient_check(
     wrt: str, eps: float, atol: float, rtol: float, max_entries: int, seed: int,
 ) -> None:
     g = torch.Generator().manual_seed(seed)
-    torch.default_generator.manual_seed(seed)
+    _reseed(seed)
     outs = [o for _, o in _flatten(f(*xs)) if o.is_floating_point()]
     weights = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
 
     def scalar() -> torch.Tensor:
-        torch.default_generator.manual_seed(seed)  # cheap, unlike a full re-seed per call
+        _reseed(seed)
         flat = [o for _, o in _flatten(f(*xs)) if o.is_floating_point()]
         return sum(((o * w).sum() for o, w in zip(flat, weights, strict=True)),
                    torch.zeros((), dtype=torch.float64))
@@ -909,7 +965,7 @@ def _gradient_check(
     )
 
 
-@_one_thread
+@_check
 def check_eval_deterministic(model: nn.Module, x: torch.Tensor | None = None, *, seed: int = 0) -> None:
     """Two forward passes in eval mode give bit-identical outputs (dropout is off).
 
@@ -936,7 +992,7 @@ def check_eval_deterministic(model: nn.Module, x: torch.Tensor | None = None, *,
             )
 
 
-@_one_thread
+@_check
 def check_state_dict_roundtrip(
     model: nn.Module,
     make_model: Callable[[], nn.Module],
@@ -1029,7 +1085,7 @@ def _loss(value: Any, k: int) -> float:
                         f"one-element tensor, got {type(value).__name__}") from err
 
 
-@_one_thread
+@_check
 def check_parameters_update(
     model: nn.Module,
     step: Callable[[], Any],
@@ -1084,7 +1140,7 @@ def check_parameters_update(
         )
 
 
-@_one_thread
+@_check
 def check_loss_decreases(
     step: Callable[[], Any],
     *,
@@ -1126,7 +1182,7 @@ def check_loss_decreases(
     return losses
 
 
-@_one_thread
+@_check
 def check_can_overfit(
     step: Callable[[], Any],
     *,
@@ -1159,7 +1215,7 @@ def check_can_overfit(
     )
 
 
-@_one_thread
+@_check
 def check_deterministic(
     make_model: Callable[[], nn.Module],
     train: Callable[[nn.Module], Any] | None = None,
