@@ -316,7 +316,9 @@ def _run_local(tasks: list[dict], jobs: int, on_done: Done) -> None:
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["reprokit.grading", "reprokit.regrade"])
+    # workers fork from a server that imported these once (torch and otter included)
+    ctx.set_forkserver_preload(["reprokit.grading", "reprokit.regrade", "reprokit.seeding",
+                                "otter.test_files"])
     attempts: Counter[str] = Counter()
     queue = list(tasks)
     while queue:
