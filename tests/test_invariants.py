@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -421,3 +422,35 @@ def test_hypothesis_shrinks_a_batch_mixing_bug_to_two_zero_samples() -> None:
                 settings=settings(max_examples=10, deadline=None, database=None,
                                   phases=[Phase.generate, Phase.shrink]))
     assert x.shape == (2, 4) and not bool(x.any())
+
+
+def test_checks_fall_back_to_torch_fork_rng_without_reprokit_seeding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "reprokit.seeding", None)  # import now raises ImportError
+    before = torch.get_rng_state()
+    inv.check_eval_deterministic(seeded_model(MLP))
+    with pytest.raises(InvariantError, match="eval-mode determinism"):
+        inv.check_eval_deterministic(seeded_model(FunctionalDropoutMLP))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_gradient_check_leaves_the_students_model_untouched() -> None:
+    model = seeded_model(MLP)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    inv.check_gradients(model)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_example_input_follows_the_first_layer_without_touching_global_rng() -> None:
+    conv = seeded_model(nn.Conv2d, 3, 4, 3)
+    embed = nn.Sequential(seeded_model(nn.Embedding, 7, 4))
+    before = torch.get_rng_state()
+    images = inv.example_input(nn.Sequential(conv), batch=2, length=5)
+    tokens = inv.example_input(embed, batch=3, length=6)
+    assert images.shape == (2, 3, 5, 5) and images.dtype == torch.float32
+    assert tokens.shape == (3, 6) and int(tokens.min()) >= 0 and int(tokens.max()) < 7
+    assert torch.equal(images, inv.example_input(conv, batch=2, length=5))
+    assert torch.equal(torch.get_rng_state(), before)

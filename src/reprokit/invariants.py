@@ -145,7 +145,7 @@ def _seeded(seed: int) -> Iterator[None]:
         return
     try:
         from reprokit.seeding import restore, snapshot
-    except ImportError:  # pragma: no cover - seeding ships with reprokit
+    except ImportError:  # seeding is missing or broken: torch's own fork_rng
         context: contextlib.AbstractContextManager[Any] = _fork_rng_seeded(seed)
     else:
         context = _snapshot_seeded(seed, snapshot, restore)
