@@ -69,8 +69,10 @@ def test_batchnorm_in_train_mode_mixes_the_batch_and_the_message_says_call_eval(
 
 def test_batch_mean_subtraction_is_caught_even_in_eval_mode() -> None:
     x, _ = toy_batch(n=5)
-    with pytest.raises(InvariantError, match=r"output for sample 0 changed by .* when sample 1"):
+    with pytest.raises(InvariantError, match=r"output for sample 0 changed by .* when sample 1") as info:
         inv.check_batch_independence(seeded_model(BatchCentredMLP), x)
+    assert "samples 0 and 1 alone: " in str(info.value)
+    assert "(shape (2, 4), float32)" in str(info.value)
 
 
 @settings(max_examples=15, deadline=None)
@@ -106,6 +108,8 @@ def test_off_by_one_causal_mask_is_caught_at_the_first_leaking_position() -> Non
     msg = str(info.value)
     assert "causality violated: output at position 0" in msg
     assert "the input at position 1 changed" in msg
+    assert "smallest input that broke it: positions 0..1 alone" in msg
+    assert "(shape (1, 2, 8), float32)" in msg
 
 
 @settings(max_examples=10, deadline=None)

@@ -298,8 +298,13 @@ def _describe(x: Any) -> str:
     if not isinstance(x, torch.Tensor):
         return repr(x)
     if x.numel() <= 16:
-        values = x.detach().cpu().tolist()
-        return f"{values} (shape {tuple(x.shape)}, {str(x.dtype).replace('torch.', '')})"
+        def text(v: Any) -> str:
+            if isinstance(v, list):
+                return "[" + ", ".join(text(u) for u in v) + "]"
+            return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+        return f"{text(x.detach().cpu().tolist())} (shape {tuple(x.shape)}, " \
+            f"{str(x.dtype).replace('torch.', '')})"
     xf = x.detach().to(torch.float64)
     return (f"tensor of shape {tuple(x.shape)}, {str(x.dtype).replace('torch.', '')}, "
             f"values in [{_fmt(float(xf.min()))}, {_fmt(float(xf.max()))}]")
@@ -446,6 +451,15 @@ def check_batch_independence(
                     culprit, (path, mm) = [j], found
                     break
             who = f"sample {culprit[0]}" if len(culprit) == 1 else "the other samples"
+            example = _describe(x)
+            if len(culprit) == 1 and n > 2:  # do the two samples alone already show it?
+                pair = x.index_select(dim, torch.tensor([i, culprit[0]], device=x.device))
+                with _seeded(seed):
+                    pair_base = _outputs(model, pair)
+                with _seeded(seed):
+                    pair_moved = _outputs(model, _perturbed(pair, dim, [1]))
+                if _batch_mismatch(pair_base, pair_moved, 0, dim, 2, atol, rtol) is not None:
+                    example = f"samples {i} and {culprit[0]} alone: {_describe(pair)}"
             mixing = type(model).__name__ if isinstance(model, nn.Module) else "the function"
             train_hint = ("model in train mode? BatchNorm mixes a batch in train mode; call "
                           "model.eval(). " if train_mode is not False else "")
@@ -457,7 +471,7 @@ def check_batch_independence(
                 checked=(f"{mixing} on a batch of {n} along dim {dim} in {_mode(train_mode)}; "
                          f"changed {who}, compared sample {i}'s output with atol={atol:g}, "
                          f"rtol={rtol:g}"),
-                example=_describe(x),
+                example=example,
                 hint=(train_hint + "something mixes samples along the batch dimension: "
                       "x.mean(0) / x.std(0) / softmax(dim=0), BatchNorm with "
                       "track_running_stats=False, or a view/reshape that folds the batch into "
@@ -604,6 +618,24 @@ def check_causal(
                     break
             path, mm = found
             pos = mm.index[dim]
+            example = _describe(x)
+            if source is not None:  # the shortest prefix, of the one sample, that still leaks
+                small = x.narrow(dim, 0, source + 1)
+                if dim % x.dim() != 0 and mm.index[0] < x.shape[0]:
+                    small = small.narrow(0, mm.index[0], 1)
+                with _seeded(seed):
+                    small_base = dict(_outputs(fn, small))
+                try:  # an integer prefix of one repeated token cannot be perturbed
+                    moved_small = _perturbed(small, dim, [source])
+                except ValueError:
+                    moved_small = small
+                with _seeded(seed):
+                    small_moved = dict(_outputs(fn, moved_small))
+                keep = torch.arange(t + 1)
+                if path in small_base and _compare(
+                        small_moved[path].index_select(dim, keep),
+                        small_base[path].index_select(dim, keep), atol, rtol) is not None:
+                    example = f"positions 0..{source} alone: {_describe(small)}"
             what = f"the input at position {source}" if source is not None else \
                 f"the inputs after position {t}"
             raise InvariantError(
@@ -614,7 +646,7 @@ def check_causal(
                 promise="the output at position t depends only on inputs at positions <= t",
                 checked=f"{T} positions along dim {dim}, {_mode(train_mode)}, changed the inputs "
                         f"after each t, atol={atol:g}, rtol={rtol:g}",
-                example=_describe(x),
+                example=example,
                 hint="the attention mask lets a position see the future: mask[i, j] must block "
                      "j > i (torch.triu(ones(T, T), diagonal=1) marks what to block; diagonal=2 "
                      "lets t see t + 1), the mask must be applied before the softmax, and "
