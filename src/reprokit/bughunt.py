@@ -562,6 +562,8 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], source: str, timeout_s
         try:
             os.close(r)
             sys.stdout = sys.stderr = io.StringIO()  # a kernel's streams belong to the parent
+            if "torch" in sys.modules:  # one thread: no OpenMP pool inherited across fork,
+                sys.modules["torch"].set_num_threads(1)  # and parallel graders do not contend
             impl = load_implementation(source)
             payload = json.dumps({"ok": run_tests_against(tests, impl, timeout_s=timeout_s)})
         except BaseException as e:  # noqa: BLE001
@@ -621,11 +623,45 @@ def _run_in_process(tests: Mapping[str, Callable[..., Any]], source: str, timeou
     return _valid(run_tests_against(tests, impl, timeout_s=timeout_s), names)
 
 
+#: Modules imported lazily on first use that cost seconds (torch's first optimiser imports
+#: ``torch._dynamo``; ``load_digits`` needs ``sklearn.datasets``). :func:`hunt` imports them
+#: once in the parent, where available, so forked children do not each pay for them.
+#: ``hypothesis`` is warmed up by running one tiny derandomized property (its first run in
+#: a process costs about a second, which every child would pay again).
+PRELOAD = ("torch._dynamo", "torch.optim", "sklearn.datasets", "reprokit.properties",
+           "hypothesis")
+
+
+def _warm_hypothesis() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=3, derandomize=True, database=None, deadline=None)
+    @given(st.integers(0, 9), st.floats(0.0, 1.0), st.sampled_from([0, 1]))
+    def warm(a: int, b: float, c: int) -> None:
+        pass
+
+    warm()
+
+
+def _preload(modules: Sequence[str]) -> None:
+    import importlib
+
+    for name in modules:
+        root = name.split(".")[0]
+        if root == "torch" and "torch" not in sys.modules:
+            continue  # only warm up torch where it is already in use
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
+            if name == "hypothesis":
+                _warm_hypothesis()
+
+
 def hunt(tests: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]],
          wheats: Sequence[Path | str], chaffs: Sequence[Path | str], *,
          timeout_s: float = 20.0,
          runner: Callable[[list[str], str], Mapping[str, Any]] | None = None,
-         reveal: bool = False) -> HuntReport:
+         reveal: bool = False, preload: Sequence[str] = PRELOAD) -> HuntReport:
     """Run ``tests`` against every wheat and chaff file; return a :class:`HuntReport`.
 
     ``tests`` is a dict ``{name: function}`` or a list of functions (named by
@@ -638,6 +674,7 @@ def hunt(tests: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]],
 
     With ``reveal`` each implementation is named by the first line of its docstring;
     otherwise as ``wheat 1``, ``hidden chaff 2`` ... (for material students must not see).
+    ``preload`` names modules to import here first (see :data:`PRELOAD`).
     """
     named = _name_tests(tests)
     names = list(named)
@@ -670,6 +707,9 @@ def hunt(tests: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]],
                     except Exception as e:  # noqa: BLE001 - the tests' process failed
                         outcomes = _all(names, "error", f"{type(e).__name__}: {e}")
                 elif hasattr(os, "fork"):
+                    if preload:
+                        _preload(preload)
+                        preload = ()
                     outcomes = _run_in_fork(named, source, timeout_s)
                 else:  # pragma: no cover - Windows
                     outcomes = _run_in_process(named, source, timeout_s)
