@@ -458,3 +458,12 @@ def test_example_input_follows_the_first_layer_without_touching_global_rng() -> 
     assert tokens.shape == (3, 6) and int(tokens.min()) >= 0 and int(tokens.max()) < 7
     assert torch.equal(images, inv.example_input(conv, batch=2, length=5))
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_check_outputs_finite_calls_the_model_and_names_the_bad_output() -> None:
+    z = torch.tensor([[0.0, 300.0]])
+    inv.check_outputs_finite(lambda t: torch.log_softmax(t, dim=-1), z)
+    with pytest.raises(InvariantError, match=r"logp\[0, 0\] is -inf"):
+        inv.check_outputs_finite(HandLogSoftmax(), z, name="logp")
+    with pytest.raises(TypeError, match="use check_finite"):
+        inv.check_outputs_finite(z)

@@ -51,6 +51,7 @@ __all__ = [
     "check_gradients",
     "check_loss_decreases",
     "check_normalised",
+    "check_outputs_finite",
     "check_parameter_scale_invariance",
     "check_parameters_update",
     "check_permutation_equivariance",
@@ -852,6 +853,14 @@ def check_finite(obj: Any, x: Any = None, *, name: str | None = None) -> None:
             hint="log of 0 (use log_softmax or clamp(min=eps)), division by zero, exp overflow, "
                  "or a learning rate that makes training diverge",
         )
+
+
+def check_outputs_finite(model: Fn, x: Any = None, *, name: str | None = None) -> None:
+    """``model(x)`` is finite everywhere; the same check as :func:`check_finite`, named for models."""
+    if not callable(model) or isinstance(model, torch.Tensor):
+        raise TypeError(f"expected a model or function to call, got {type(model).__name__}; "
+                        "for tensors use check_finite(tensor)")
+    check_finite(model, x, name=name)
 
 
 @_check
