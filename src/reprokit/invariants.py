@@ -357,14 +357,15 @@ def example_input(
     Raises ``ValueError`` when no such layer is found: pass an input explicitly.
     """
     g = torch.Generator().manual_seed(seed)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
     if dtype is None:
-        param = next(iter(model.parameters()), None)
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     first = _first(model, (nn.Embedding, nn.Conv1d, nn.Conv2d, nn.MultiheadAttention, nn.Linear,
                            nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm))
     if isinstance(first, nn.Embedding):
         vocab = first.num_embeddings
-        return torch.randint(0, vocab, (batch, length), generator=g)
+        return torch.randint(0, vocab, (batch, length), generator=g).to(device)
     if isinstance(first, nn.Conv1d):
         shape: tuple[int, ...] = (batch, first.in_channels, length)
     elif isinstance(first, (nn.Conv2d, nn.BatchNorm2d)):
@@ -385,7 +386,7 @@ def example_input(
             "Embedding, Conv1d, Conv2d, MultiheadAttention, Linear, BatchNorm or LayerNorm; "
             "pass an input tensor explicitly, e.g. check_...(model, torch.randn(8, 4))"
         )
-    return torch.randn(shape, generator=g, dtype=dtype)
+    return torch.randn(shape, generator=g, dtype=dtype).to(device)
 
 
 def _input_or_example(model: Any, x: torch.Tensor | None, **kwargs: Any) -> torch.Tensor:
@@ -526,11 +527,11 @@ def check_permutation_equivariance(
         with _seeded(seed):
             base = _outputs(fn, x)
         with _seeded(seed):
-            moved = _outputs(fn, x.index_select(dim, q))
+            moved = _outputs(fn, x.index_select(dim, q.to(x.device)))
         for (path, a), (_, b) in zip(base, moved, strict=True):
             if a.dim() == 0 or a.shape[out_dim] != n:
                 continue
-            mm = _compare(b, a.index_select(out_dim, q), atol, rtol)
+            mm = _compare(b, a.index_select(out_dim, q.to(a.device)), atol, rtol)
             if mm is not None:
                 return path, mm
         return None
@@ -600,7 +601,7 @@ def check_causal(
             with _seeded(seed):
                 moved = dict(_outputs(fn, _perturbed(x, dim, future)))
             for path, a in per_position:
-                keep = torch.arange(t + 1)
+                keep = torch.arange(t + 1, device=a.device)
                 mm = _compare(moved[path].index_select(dim, keep), a.index_select(dim, keep),
                               atol, rtol)
                 if mm is not None:
@@ -632,7 +633,7 @@ def check_causal(
                     moved_small = small
                 with _seeded(seed):
                     small_moved = dict(_outputs(fn, moved_small))
-                keep = torch.arange(t + 1)
+                keep = torch.arange(t + 1, device=x.device)
                 if path in small_base and _compare(
                         small_moved[path].index_select(dim, keep),
                         small_base[path].index_select(dim, keep), atol, rtol) is not None:
@@ -960,13 +961,13 @@ def _gradient_check(
     g = torch.Generator().manual_seed(seed)
     _reseed(seed)
     outs = [o for _, o in _flatten(f(*xs)) if o.is_floating_point()]
-    weights = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
+    weights = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.device) for o in outs]
 
     def scalar() -> torch.Tensor:
         _reseed(seed)
         flat = [o for _, o in _flatten(f(*xs)) if o.is_floating_point()]
         return sum(((o * w).sum() for o, w in zip(flat, weights, strict=True)),
-                   torch.zeros((), dtype=torch.float64))
+                   torch.zeros((), dtype=torch.float64, device=weights[0].device if weights else None))
 
     grads = torch.autograd.grad(scalar(), [t for _, t in targets], allow_unused=True)
     worst: tuple[float, str, tuple[int, ...], float, float] | None = None
@@ -1054,6 +1055,9 @@ def check_state_dict_roundtrip(
     buffer.seek(0)
     with _seeded(seed):
         fresh = make_model()
+    param = next(iter(model.parameters()), None)
+    if param is not None:
+        fresh = fresh.to(param.device)
     checked = "torch.save(model.state_dict()) -> torch.load -> make_model().load_state_dict"
     try:
         fresh.load_state_dict(torch.load(buffer, weights_only=True))
