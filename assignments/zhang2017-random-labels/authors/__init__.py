@@ -7,6 +7,7 @@ Import it as ``from authors import randlabels`` or ``from authors.randlabels imp
 from . import randlabels
 from .randlabels import (
     DEFAULTS,
+    LR_DECAY,
     MLP,
     NUM_CLASSES,
     CorruptedDigits,
@@ -22,6 +23,7 @@ from .randlabels import (
 
 __all__ = [
     "DEFAULTS",
+    "LR_DECAY",
     "MLP",
     "NUM_CLASSES",
     "CorruptedDigits",

@@ -32,15 +32,20 @@ from torch import Tensor, nn
 
 NUM_CLASSES = 10
 
+#: Appendix A decays the learning rate by a factor 0.95 after every epoch; with Adam on
+#: digits 0.97 lets random labels fit first. Without a decay, Adam's steps keep their
+#: size after the fit and jostle a memorised training set between 99.6 % and 100 %.
+LR_DECAY = 0.97
+
 #: The paper's setup scaled to digits: an over-parameterised MLP, no explicit
 #: regularisation (Table 1's rows without weight decay or augmentation), Adam.
 DEFAULTS: dict = {
     "hidden": (512, 512),   # Table 1 "MLP 1x512", one hidden layer deeper
     "dropout": 0.0,         # Sec. 3: regularisers off unless asked for
     "weight_decay": 0.0,
-    "lr": 2e-3,             # Adam; twice its usual 1e-3 so random labels fit in ~30 epochs
+    "lr": 2e-3,             # Adam, decayed by LR_DECAY per epoch (Appendix A)
     "batch_size": 128,      # Appendix A uses minibatches of 128
-    "epochs": 50,           # enough to fit fully random labels (Fig. 1a, scaled)
+    "epochs": 60,           # random labels fit in ~40-50 epochs, true ones in ~5 (Fig. 1a)
     "n_train": None,        # all ~1,350 training images
     "test_fraction": 0.25,
 }
@@ -169,7 +174,9 @@ def train(model: nn.Module, data: CorruptedDigits, *, epochs: int, lr: float, ba
     history: dict = {"loss": [], "train_acc": [], "test_acc": []}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            for group in opt.param_groups:
+                group["lr"] = lr * LR_DECAY**epoch  # Appendix A's schedule
             model.train()
             total = 0.0
             for idx in torch.randperm(n, generator=g).split(batch_size):
