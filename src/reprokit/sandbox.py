@@ -461,6 +461,11 @@ def _template_main(socket_path: str, preload: list[str]) -> None:  # pragma: no 
     for name in preload:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
+    with contextlib.suppress(Exception):
+        # the first optimiser imports torch._dynamo (5-7 s): pay it once, here
+        import torch
+
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     global _VISIBLE
     _VISIBLE = _visible_paths()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # zygotes are reaped by the kernel
