@@ -22,8 +22,11 @@ tiny_digits): ...``), so the same function runs with
 """
 
 from __future__ import annotations
+import __future__
 
 import contextlib
+import copy
+import hashlib
 import inspect
 import io
 import json
@@ -36,6 +39,7 @@ import threading
 import time
 import traceback
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +54,7 @@ __all__ = [
     "display_name",
     "hunt",
     "load_implementation",
+    "patch_source",
     "run_tests_against",
 ]
 
@@ -198,6 +203,41 @@ def derive(base: types.ModuleType, name: str = "implementation", **replacements:
         for key in api:  # the API (rebound and replaced) always means the derived one
             overlay[key] = ns[key]
     return module
+
+
+def patch_source(function: types.FunctionType, *edits: tuple[str, str],
+                 names: Mapping[str, Any] | None = None) -> types.FunctionType:
+    """``function`` recompiled from its own source with text ``edits`` applied.
+
+    Each edit is ``(old, new)``: ``old`` must occur exactly once in the function's source;
+    a multi-line ``new`` is indented like the line where ``old`` starts. The result reads
+    the function's module globals (plus ``names``), so a chaff shows its bug as a diff of
+    the authors' code and stays in step when the authors edit other lines::
+
+        train = patch_source(randlabels.train, ("opt.zero_grad()", "pass"))
+    """
+    import textwrap
+
+    source = textwrap.dedent(inspect.getsource(function))
+    for old, new in edits:
+        found = source.count(old)
+        if found != 1:
+            raise ValueError(
+                f"patch_source: expected {old!r} exactly once in {function.__qualname__}'s "
+                f"source, found it {found} times (did the authors' code change?)")
+        start = source.index(old)
+        line_start = source.rfind("\n", 0, start) + 1
+        indent = source[line_start:start] if not source[line_start:start].strip() else ""
+        new = new.replace("\n", "\n" + indent)
+        source = source.replace(old, new)
+    namespace = dict(function.__globals__)
+    namespace.update(names or {})
+    flags = __future__.annotations.compiler_flag  # annotations stay strings, as in most modules
+    exec(compile(source, f"<patched {function.__name__}>", "exec", flags=flags, dont_inherit=True),
+         namespace)
+    patched = namespace[function.__name__]
+    patched.__module__ = function.__module__
+    return patched
 
 
 # --------------------------------------------------------------------------- loading
@@ -657,11 +697,24 @@ def _preload(modules: Sequence[str]) -> None:
                 _warm_hypothesis()
 
 
+_CACHE: OrderedDict[tuple, tuple[list, dict[str, Outcome]]] = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def _cache_key(named: Mapping[str, Callable[..., Any]], source: str, timeout_s: float,
+               runner: Any) -> tuple:
+    # The entry keeps the functions alive, so their ids cannot be reused while it exists.
+    return (tuple((n, id(f)) for n, f in named.items()),
+            hashlib.sha256(source.encode()).hexdigest(), float(timeout_s),
+            runner is not None)
+
+
 def hunt(tests: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]],
          wheats: Sequence[Path | str], chaffs: Sequence[Path | str], *,
          timeout_s: float = 20.0,
          runner: Callable[[list[str], str], Mapping[str, Any]] | None = None,
-         reveal: bool = False, preload: Sequence[str] = PRELOAD) -> HuntReport:
+         reveal: bool = False, preload: Sequence[str] = PRELOAD,
+         cache: bool = False) -> HuntReport:
     """Run ``tests`` against every wheat and chaff file; return a :class:`HuntReport`.
 
     ``tests`` is a dict ``{name: function}`` or a list of functions (named by
@@ -674,7 +727,9 @@ def hunt(tests: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]],
 
     With ``reveal`` each implementation is named by the first line of its docstring;
     otherwise as ``wheat 1``, ``hidden chaff 2`` ... (for material students must not see).
-    ``preload`` names modules to import here first (see :data:`PRELOAD`).
+    ``preload`` names modules to import here first (see :data:`PRELOAD`). With ``cache``
+    the outcomes of these very test functions on an implementation with the same source
+    are reused from an earlier call in this process (several graded tests share one hunt).
     """
     named = _name_tests(tests)
     names = list(named)
@@ -701,7 +756,12 @@ def hunt(tests: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]],
                     source = path.read_text(encoding="utf-8")
                 except OSError as e:
                     raise FileNotFoundError(f"bug hunt: cannot read {kind} {path}: {e}") from e
-                if runner is not None:
+                key = _cache_key(named, source, timeout_s, runner)
+                hit = _CACHE.get(key) if cache else None
+                if hit is not None and all(a is b for a, b in zip(hit[0], named.values(),
+                                                                   strict=True)):
+                    outcomes = copy.deepcopy(hit[1])
+                elif runner is not None:
                     try:
                         outcomes = _valid(dict(runner(names, source)), names)
                     except Exception as e:  # noqa: BLE001 - the tests' process failed
@@ -713,5 +773,9 @@ def hunt(tests: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]],
                     outcomes = _run_in_fork(named, source, timeout_s)
                 else:  # pragma: no cover - Windows
                     outcomes = _run_in_process(named, source, timeout_s)
+                if cache and hit is None:
+                    _CACHE[key] = (list(named.values()), copy.deepcopy(outcomes))
+                    while len(_CACHE) > _CACHE_SIZE:
+                        _CACHE.popitem(last=False)
             report.results.append(ImplementationResult(kind, label, outcomes))
     return report

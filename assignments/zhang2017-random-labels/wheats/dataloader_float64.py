@@ -70,7 +70,9 @@ def train(model, data, *, epochs, lr, batch_size, weight_decay=0.0, seed=0, log_
     history = {"loss": [], "train_acc": [], "test_acc": []}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            for group in opt.param_groups:  # the authors' per-epoch decay (Appendix A)
+                group["lr"] = lr * getattr(randlabels, "LR_DECAY", 1.0) ** epoch
             model.train()
             total, seen = 0.0, 0
             for xb, yb in loader:

@@ -6,15 +6,9 @@ low, and the same model gives a different accuracy on each call. Caught by evalu
 with dropout twice, or by comparing with an accuracy computed in eval mode by hand.
 """
 
-import torch
-
 from authors import randlabels
-from reprokit.bughunt import derive
+from reprokit.bughunt import derive, patch_source
 
-
-def evaluate(model, X, y):
-    with torch.no_grad():
-        return float((model(X).argmax(dim=1) == y).float().mean())
-
+evaluate = patch_source(randlabels.evaluate, ("model.eval()", "pass"))
 
 implementation = derive(randlabels, evaluate=evaluate)

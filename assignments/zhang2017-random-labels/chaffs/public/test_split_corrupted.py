@@ -11,16 +11,16 @@ p < 1 the curve of Fig. 1c is distorted.
 
 How a test can see it: ``make_data(p, seed).y_test`` must equal the test labels of the clean
 split, e.g. ``make_data(0.0, seed).y_test`` or ``load_digits_split(seed).y_test``, for any p.
+
+The code below is the authors' ``make_data`` with one edit, shown as an (old, new) pair.
 """
 
 from authors import randlabels
-from reprokit.bughunt import derive
+from reprokit.bughunt import derive, patch_source
 
-
-def make_data(p, seed=0, *, n_train=None, test_fraction=0.25):
-    s = load_digits_split(seed, test_fraction, n_train)
-    return CorruptedDigits(s.X_train, corrupt_labels(s.y_train, p, seed), s.y_train,
-                           s.X_test, corrupt_labels(s.y_test, p, seed + 1), p, seed)
-
+make_data = patch_source(
+    randlabels.make_data,
+    ("s.X_test, s.y_test,", "s.X_test, corrupt_labels(s.y_test, p, seed + 1),"),
+)
 
 implementation = derive(randlabels, make_data=make_data)
