@@ -24,6 +24,7 @@ generator seeded by the ``seed`` argument, never from whatever state the caller 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,18 +62,25 @@ class Splits:
     y_test: Tensor
 
 
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 raw digits (pixels 0-16) and labels, read once per process."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.data, bunch.target
+
+
 def load_digits_split(seed: int = 0, test_fraction: float = 0.25,
                       n_train: int | None = None) -> Splits:
     """Shuffle the digits with ``seed``, hold out ``test_fraction`` for testing, optionally
     keep only the first ``n_train`` training images, and standardise every pixel with the
     mean and standard deviation of the TRAINING images only (the test set stays unseen)."""
-    from sklearn.datasets import load_digits
-
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}")
-    digits = load_digits()
-    X = torch.tensor(digits.data, dtype=torch.float32)
-    y = torch.tensor(digits.target, dtype=torch.int64)
+    pixels, labels = _digits()
+    X = torch.tensor(pixels, dtype=torch.float32)
+    y = torch.tensor(labels, dtype=torch.int64)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(y)))
     n_test = int(round(test_fraction * len(y)))
     test, train_idx = order[:n_test], order[n_test:]
