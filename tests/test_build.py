@@ -223,3 +223,12 @@ def test_built_zip_still_grades_under_otter_run(built, tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     scores = {t["name"]: t.get("score") for t in results.get("tests", []) if t.get("max_score")}
     assert scores == {"q1": 2.0}, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_leak_scan_flags_chaff_docstring_but_not_shared_api_lines(built) -> None:
+    lb = built.levels[1]
+    notes = lb.student.parent / "notes.md"
+    notes.write_text("def mean(xs):\n    return sum(xs) / len(xs)\n")  # the authors' API, public anyway
+    assert scan_for_leaks(lb, TINY) == []
+    notes.write_text("Hint: A planted bug: CHAFF_TINY_MARKER divides by n - 1.\n")
+    assert any("chaffs/hidden/off_by_one.py" in p for p in scan_for_leaks(lb, TINY))

@@ -516,8 +516,9 @@ def _distinctive_lines(text: str, public: set[str]) -> list[str]:
     return lines
 
 
-def _hidden_test_needles(zip_path: Path, master: Master) -> tuple[list[str], set[str]]:
-    """Text of hidden tests (Otter's and the master's form) and the lines public anyway."""
+def _hidden_tests(zip_path: Path, master: Master) -> tuple[list[tuple[str, list[str]]], set[str]]:
+    """Each hidden test (Otter's and the master's form) as (name, distinctive lines), and the
+    lines of public tests (public anyway)."""
     hidden_src, public_src = [], []
     for q in master.questions:
         hidden_src += q.hidden_tests
@@ -540,29 +541,47 @@ def _hidden_test_needles(zip_path: Path, master: Master) -> tuple[list[str], set
                     for k in d.keywords) for d in node.decorator_list)
                 (hidden_src if hidden else public_src).append(text)
     public = {line.strip() for src in public_src for line in src.splitlines()}
-    needles = []
+    tests = []
     for src in hidden_src:
         m = re.search(r"def\s+(\w+)\s*\(", src)
-        if m:
-            needles.append(f"def {m.group(1)}(")
-        needles += _distinctive_lines(_TEST_CONFIG.sub("", src), public)
-    return sorted(set(needles)), public
+        tests.append((m.group(1) if m else "?", _distinctive_lines(_TEST_CONFIG.sub("", src), public)))
+    return tests, public
+
+
+def _docstring_line(source: str) -> str:
+    with contextlib.suppress(SyntaxError, ValueError):
+        doc = ast.get_docstring(ast.parse(source))
+        if doc:
+            return doc.strip().splitlines()[0].strip()
+    return ""
+
+
+def _found(lines: list[str], text: str, at_least: int) -> list[str]:
+    hits = [line for line in dict.fromkeys(lines) if line in text]
+    return hits if lines and len(hits) >= min(at_least, len(set(lines))) else []
 
 
 def scan_for_leaks(build: LevelBuild, paper_dir: Path) -> list[str]:
-    """Problems where hidden tests or hidden material show anywhere under ``student/``."""
+    """Problems where hidden tests or hidden material show anywhere under ``student/``.
+
+    A hidden test leaks when its function name (``def test_x(``) or two of its distinctive
+    lines (25+ characters, not imports, not in a public test) appear in one student file.
+    A hidden file (wheat, chaff, data) leaks when it is copied there, when its whole text,
+    its docstring's first line, or three of its distinctive lines (not in any public file:
+    wheats and chaffs share the authors' lines) appear in one student file.
+    """
     student_dir = build.student.parent
-    files = _walk(student_dir)
-    texts = {f.relative_to(student_dir).as_posix(): _notebook_text(f) for f in files}
+    texts = {f.relative_to(student_dir).as_posix(): _notebook_text(f) for f in _walk(student_dir)}
     problems = []
-    needles, public = _hidden_test_needles(build.zipfile, build.master)
-    for rel in build.master.public_files:
-        for src in _walk(paper_dir / rel):
+    hidden_tests, public = _hidden_tests(build.zipfile, build.master)
+    for rel in build.master.public_files:  # the public material as shipped
+        for src in _walk(student_dir / rel):
             public |= {line.strip() for line in src.read_text(errors="replace").splitlines()}
-    for needle in needles:
+    for test_name, lines in hidden_tests:
         for name, text in texts.items():
-            if needle in text:
-                problems.append(f"hidden test text {needle!r} appears in student/{name}")
+            hits = ([f"def {test_name}("] if f"def {test_name}(" in text else []) or _found(lines, text, 2)
+            if hits:
+                problems.append(f"hidden test {test_name} shows in student/{name}: {_clip(hits[0])!r}")
     for rel in build.master.hidden_files:
         for src in _walk(paper_dir / rel):
             relpath = src.relative_to(paper_dir).as_posix()
@@ -570,15 +589,21 @@ def scan_for_leaks(build: LevelBuild, paper_dir: Path) -> list[str]:
                 problems.append(f"hidden file {relpath} was copied to student/{relpath}")
                 continue
             content = src.read_text(errors="replace")
-            pieces = ([content.strip()] if len(content.strip()) >= _MIN_NEEDLE else [])
-            pieces += _distinctive_lines(content, public)
-            for piece in pieces:
-                hit = next((name for name, text in texts.items() if piece in text), None)
-                if hit is not None:
-                    shown = piece if len(piece) < 80 else piece[:77] + "..."
-                    problems.append(f"hidden material {relpath} leaks into student/{hit}: {shown!r}")
-                    break
+            whole = content.strip()
+            doc = _docstring_line(content)
+            lines = _distinctive_lines(content, public)
+            for name, text in texts.items():
+                hits = ([whole] if len(whole) >= _MIN_NEEDLE and whole in text else []) or (
+                    [doc] if len(doc) >= _MIN_NEEDLE and doc not in public and doc in text else []
+                ) or _found(lines, text, 3)
+                if hits:
+                    problems.append(f"hidden material {relpath} leaks into student/{name}: "
+                                    f"{_clip(hits[0])!r}")
     return problems
+
+
+def _clip(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 _CELL_ERROR = re.compile(r"code cell (\d+) (\w+): (.*)", re.DOTALL)
