@@ -266,6 +266,38 @@ def slow_class(root: Path, n: int) -> Path:
     return root
 
 
+def process_tree(root: int) -> dict[int, str]:
+    """pid -> start time (from /proc) of ``root`` and every descendant."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), fields[19])  # ppid, start time
+    tree, frontier = {root: stats.get(root, (0, ""))[1]}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, start) in stats.items():
+            if ppid == parent and pid not in tree:
+                tree[pid] = start
+                frontier.append(pid)
+    return tree
+
+
+def still_running(tree: dict[int, str]) -> list[int]:
+    alive = []
+    for pid, start in tree.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[19] == start and fields[0] != "Z":
+            alive.append(pid)
+    return alive
+
+
 def run_cli(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "from reprokit.cli import main; main()",
                              "regrade", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -275,8 +307,9 @@ def run_cli(*args: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_kill_9_mid_batch_then_rerun_grades_only_the_rest_and_matches(
         tiny_autograder: Path, tmp_path: Path) -> None:
-    subs = slow_class(tmp_path / "subs", 10)
-    common = [str(subs), "-a", str(tiny_autograder), "-j", "2", "--timeout", "60"]
+    subs = slow_class(tmp_path / "subs", 9)
+    shutil.copy(SAMPLES / "forever.ipynb", subs / "student-forever.ipynb")  # graded first: running at the kill
+    common = [str(subs), "-a", str(tiny_autograder), "-j", "2", "--timeout", "20"]
     whole = run_cli(*common, "-o", str(tmp_path / "whole"))
     assert whole.wait(timeout=300) == 0, whole.stdout.read()
 
@@ -286,11 +319,16 @@ def test_kill_9_mid_batch_then_rerun_grades_only_the_rest_and_matches(
     while len(list((out / "results").glob("*.json"))) < 3:
         assert proc.poll() is None and time.monotonic() < deadline, "regrade ended before the kill"
         time.sleep(0.05)
+    tree = process_tree(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1.5)  # orphaned workers notice their parent is gone; nothing may be written later
     kept = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
     assert 3 <= len(kept) < 10 and not (out / "grades.csv").exists()
+    deadline = time.monotonic() + 30  # workers notice, tear their sandboxes down, and exit
+    while still_running(tree) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert still_running(tree) == [], "the killed regrade left processes running"
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")} == kept
 
     rerun = run_cli(*common, "-o", str(out))
     log = rerun.communicate(timeout=300)[0]

@@ -18,6 +18,7 @@ the books:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -266,24 +268,71 @@ def _cached_autograder(blob: bytes, digest: str) -> Path:
 
 
 def _worker_init(parent_pid: int) -> None:
-    """Pool worker start-up: die with the parent, and warm the sandbox's template now."""
+    """Pool worker start-up: die with the parent, cleanly, and warm the sandbox now.
 
+    SIGTERM raises :class:`SystemExit`, so a submission being graded is torn down by
+    :func:`reprokit.grading.grade`'s own clean-up (its sandbox processes killed, its uid
+    released). A watchdog thread sends that SIGTERM when the regrade process disappears
+    (``kill -9``, a crash), and kills whatever is left of this worker's tree after a grace
+    period, so nothing keeps running for a run that no longer exists.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the regrade's to handle
     first_ppid = os.getppid()  # the forkserver, which exits when the regrade does
 
     def watch() -> None:
-        while True:
-            try:
-                os.kill(parent_pid, 0)
-            except ProcessLookupError:  # the regrade was killed (kill -9, crash)
-                os._exit(1)
-            except PermissionError:
-                pass
-            if os.getppid() != first_ppid:
-                os._exit(1)
+        while _alive(parent_pid) and os.getppid() == first_ppid:
             time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5.0)
+        _kill_tree(os.getpid())
+        os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="reprokit-parent-watch").start()
     _warm()
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_tree(root: int) -> None:
+    """SIGKILL every descendant of ``root``, and every process of a sandbox uid among them."""
+    from reprokit import sandbox
+
+    children: dict[int, list[tuple[int, int]]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = Path(entry.path, "status").read_text()
+        except OSError:
+            continue
+        ppid = re.search(r"^PPid:\s+(\d+)", status, re.M)
+        uid = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        if ppid and uid:
+            children.setdefault(int(ppid.group(1)), []).append((int(entry.name), int(uid.group(1))))
+    frontier, found = [root], []
+    while frontier:
+        for pid, uid in children.get(frontier.pop(), []):
+            found.append((pid, uid))
+            frontier.append(pid)
+    for pid, _ in found:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for uid in {uid for _, uid in found if uid in sandbox.UID_RANGE}:
+        with contextlib.suppress(Exception):
+            sandbox.kill_uid(uid)  # what a submission forked away from the tree
 
 
 def _warm() -> None:
@@ -351,8 +400,15 @@ def _run_local(tasks: list[dict], jobs: int, on_done: Done) -> None:
 
 
 def _terminate(pool: Any) -> None:
+    """Stop a pool now: SIGTERM (each worker tears its sandbox down), then SIGKILL."""
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list(getattr(pool, "_processes", {}).values()):  # no public API before 3.14
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + 5.0
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
         if proc.is_alive():
             proc.kill()
 
