@@ -84,6 +84,8 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The toy base module, importable as ``toybase``, plus a folder of wheat/chaff files."""
     (tmp_path / "toybase.py").write_text(TOY)
     monkeypatch.syspath_prepend(str(tmp_path))
+    # Toy tests need no torch/sklearn warm-up before forking (it costs seconds).
+    monkeypatch.setattr(bughunt, "_PRELOADED", set(bughunt.PRELOAD))
     sys.modules.pop("toybase", None)
     module = importlib.import_module("toybase")
     files = {}
@@ -408,3 +410,106 @@ def test_display_name_is_the_docstrings_first_line(tmp_path: Path):
     g = tmp_path / "no_doc.py"
     g.write_text("x = 1\n")
     assert bughunt.display_name(g) == "no_doc"
+
+
+def test_a_chaff_that_does_not_load_is_an_autograder_error_not_a_catch(toy, tmp_path: Path):
+    _, files = toy
+    broken = tmp_path / "broken.py"
+    broken.write_text('"""Broken chaff"""\nraise ImportError("authors module moved")\n')
+    with pytest.raises(bughunt.ImplementationError, match="chaff .*broken.py.*authors module moved"):
+        bughunt.hunt([test_double], [files["wheat"]], [broken])
+
+
+def test_cache_reuses_outcomes_for_the_same_tests_and_source(toy):
+    _, files = toy
+    calls = []
+
+    def runner(names, source):
+        calls.append(source)
+        return {n: {"status": "passed", "message": ""} for n in names}
+
+    tests = {"test_double": test_double}
+    for _ in range(2):
+        bughunt.hunt(tests, [files["wheat"]], [files["triple"]], runner=runner, cache=True)
+    assert len(calls) == 2  # wheat and chaff once each, not again on the second hunt
+    bughunt.hunt({"test_double": test_quadruple}, [files["wheat"]], [], runner=runner, cache=True)
+    assert len(calls) == 3  # other test functions: no reuse
+
+
+def test_patch_source_applies_an_edit_and_refuses_a_missing_one(toy):
+    base, _ = toy
+    patched = bughunt.patch_source(base.quadruple, ("double(double(x))", "double(x) + 1"))
+    assert patched(3) == 7
+    derived = bughunt.derive(base, quadruple=patched, double=lambda x: 0)
+    assert derived.quadruple(3) == 1  # the patched function sees the derived double
+    with pytest.raises(ValueError, match="exactly once.*found it 0 times"):
+        bughunt.patch_source(base.quadruple, ("triple(x)", "x"))
+
+
+# --------------------------------------------------------------------------- Zhang level 4
+
+ZHANG = Path(__file__).resolve().parents[1] / "assignments" / "zhang2017-random-labels"
+
+
+@pytest.fixture
+def zhang(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The Zhang assignment folder on sys.path (so ``from authors import randlabels`` works)."""
+    monkeypatch.syspath_prepend(str(ZHANG))
+    return ZHANG
+
+
+def _material(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    return (sorted((root / "wheats").glob("*.py")), sorted((root / "chaffs/public").glob("*.py")),
+            sorted((root / "chaffs/hidden").glob("*.py")))
+
+
+def test_zhang_wheats_and_chaffs_load_and_explain_themselves(zhang: Path):
+    from authors import randlabels
+
+    wheats, public, hidden = _material(zhang)
+    assert len(wheats) >= 2 and len(public) >= 3 and len(public) + len(hidden) >= 8
+    api = ["corrupt_labels", "load_digits_split", "make_data", "MLP", "train", "evaluate",
+           "epochs_to_fit", "run_experiment", "DEFAULTS", "NUM_CLASSES"]
+    names = set()
+    for path in wheats + public + hidden:
+        impl = bughunt.load_implementation(path.read_text())
+        assert all(hasattr(impl, name) for name in api), f"{path.name} lacks part of the API"
+        replaced = [n for n in api if getattr(impl, n) is not getattr(randlabels, n)
+                    and getattr(getattr(impl, n), "__code__", None) is not getattr(
+                        getattr(randlabels, n), "__code__", None)]
+        assert replaced, f"{path.name} replaces none of the authors' functions"
+        names.add(bughunt.display_name(path))
+        doc = path.read_text().split('"""')[1]
+        if path in public:
+            assert len(doc.strip().splitlines()) >= 8, f"{path.name}: public chaffs explain the bug"
+    assert len(names) == len(wheats) + len(public) + len(hidden), "display names must differ"
+
+
+def _reference_tests() -> dict:
+    """The level-4 solution: the test functions in 04-validate.ipynb's solution cell."""
+    import nbformat
+    import torch
+
+    nb = nbformat.read(ZHANG / "04-validate.ipynb", as_version=4)
+    (source,) = [c.source for c in nb.cells
+                 if c.cell_type == "code" and "# BEGIN SOLUTION" in c.source and "def test_" in c.source]
+    namespace: dict = {"torch": torch}
+    exec(compile(source, "04-validate solution", "exec"), namespace)
+    return {k: v for k, v in namespace.items() if k.startswith("test_") and callable(v)}
+
+
+@pytest.mark.slow
+def test_reference_suite_catches_every_chaff_and_passes_every_wheat(zhang: Path):
+    wheats, public, hidden = _material(zhang)
+    tests = _reference_tests()
+    assert len(tests) >= 5
+    report = bughunt.hunt(tests, [zhang / "authors" / "randlabels.py", *wheats], public + hidden,
+                          reveal=True)
+    assert report.wheat_failures == [], report.summary()
+    missed = [chaff for chaff, caught in report.caught.items() if not caught]
+    assert missed == [], report.summary()
+    assert report.score(1) == len(public) + len(hidden)
+    # The example test given to students catches nothing: a blank notebook earns no credit.
+    example = {"test_mlp_gives_one_logit_per_class": tests["test_mlp_gives_one_logit_per_class"]}
+    blank = bughunt.hunt(example, wheats, public + hidden)
+    assert blank.wheat_failures == [] and blank.score(1) == 0, blank.summary()

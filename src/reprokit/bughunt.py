@@ -48,6 +48,7 @@ from typing import Any, TypedDict
 __all__ = [
     "FIXTURES",
     "HuntReport",
+    "ImplementationError",
     "ImplementationResult",
     "Outcome",
     "derive",
@@ -65,6 +66,14 @@ STATUSES = ("passed", "failed", "error", "timeout")
 #: What an implementation's module docstring reads as once loaded (hides the chaff's explanation).
 NEUTRAL_DOC = "The implementation under test."
 _MESSAGE_LIMIT = 600
+
+
+class ImplementationError(RuntimeError):
+    """A wheat or chaff file does not load: the autograder's material is broken, not the tests.
+
+    Raised rather than scored, because a chaff that fails to load would otherwise count as
+    caught by every test (free points) and a wheat as failed by every test (zero for all).
+    """
 
 
 class Outcome(TypedDict):
@@ -604,8 +613,12 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], source: str, timeout_s
             sys.stdout = sys.stderr = io.StringIO()  # a kernel's streams belong to the parent
             if "torch" in sys.modules:  # one thread: no OpenMP pool inherited across fork,
                 sys.modules["torch"].set_num_threads(1)  # and parallel graders do not contend
-            impl = load_implementation(source)
-            payload = json.dumps({"ok": run_tests_against(tests, impl, timeout_s=timeout_s)})
+            try:
+                impl = load_implementation(source)
+            except BaseException as e:  # noqa: BLE001
+                payload = json.dumps({"load_error": f"{type(e).__name__}: {e}"})
+            else:
+                payload = json.dumps({"ok": run_tests_against(tests, impl, timeout_s=timeout_s)})
         except BaseException as e:  # noqa: BLE001
             payload = json.dumps({"error": f"{type(e).__name__}: {e}"})
         try:
@@ -648,8 +661,10 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], source: str, timeout_s
     except ValueError:
         return _all(names, "error", "the process running the tests ended abruptly "
                                     "(os._exit, a crash or running out of memory)")
+    if "load_error" in parsed:
+        raise ImplementationError(f"the implementation could not be loaded: {parsed['load_error']}")
     if "error" in parsed:
-        return _all(names, "error", f"the implementation could not be loaded: {parsed['error']}")
+        return _all(names, "error", f"running the tests failed: {parsed['error']}")
     return _valid(parsed.get("ok"), names)
 
 
@@ -659,7 +674,8 @@ def _run_in_process(tests: Mapping[str, Callable[..., Any]], source: str, timeou
     try:
         impl = load_implementation(source)
     except Exception as e:  # noqa: BLE001
-        return _all(names, "error", f"the implementation could not be loaded: {type(e).__name__}: {e}")
+        raise ImplementationError(
+            f"the implementation could not be loaded: {type(e).__name__}: {e}") from e
     return _valid(run_tests_against(tests, impl, timeout_s=timeout_s), names)
 
 
@@ -684,10 +700,16 @@ def _warm_hypothesis() -> None:
     warm()
 
 
+_PRELOADED: set[str] = set()
+
+
 def _preload(modules: Sequence[str]) -> None:
     import importlib
 
     for name in modules:
+        if name in _PRELOADED:
+            continue
+        _PRELOADED.add(name)
         root = name.split(".")[0]
         if root == "torch" and "torch" not in sys.modules:
             continue  # only warm up torch where it is already in use
@@ -770,7 +792,10 @@ def hunt(tests: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]],
                     if preload:
                         _preload(preload)
                         preload = ()
-                    outcomes = _run_in_fork(named, source, timeout_s)
+                    try:
+                        outcomes = _run_in_fork(named, source, timeout_s)
+                    except ImplementationError as e:
+                        raise ImplementationError(f"{kind} {path}: {e}") from None
                 else:  # pragma: no cover - Windows
                     outcomes = _run_in_process(named, source, timeout_s)
                 if cache and hit is None:
