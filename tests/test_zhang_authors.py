@@ -127,6 +127,7 @@ def test_standardisation_uses_training_statistics_only() -> None:
     mean, std = raw[train_idx].mean(dim=0), raw[train_idx].std(dim=0)
     std = torch.where(std > 0, std, torch.ones_like(std))
     assert torch.allclose(s.X_train, (raw[train_idx] - mean) / std, atol=1e-5)
+    assert torch.allclose(s.mean, mean) and torch.allclose(s.std, std)
     assert torch.allclose(s.X_test, (raw[test_idx] - mean) / std, atol=1e-5), (
         "test features are not standardised with the training mean and std")
     leaky = (raw[test_idx] - raw[test_idx].mean(dim=0)) / raw[test_idx].std(dim=0).clamp_min(1e-6)

@@ -54,12 +54,16 @@ DEFAULTS: dict = {
 
 @dataclass(frozen=True)
 class Splits:
-    """A train/test split of the digits: ``X_*`` float32 (n, 64), ``y_*`` int64 (n,)."""
+    """A train/test split of the digits: ``X_*`` float32 (n, 64), ``y_*`` int64 (n,).
+    ``mean`` and ``std`` (64,) are the training pixels' statistics used to standardise
+    both splits: a new raw image ``x`` (pixels 0-16) goes in as ``(x - mean) / std``."""
 
     X_train: Tensor
     y_train: Tensor
     X_test: Tensor
     y_test: Tensor
+    mean: Tensor | None = None
+    std: Tensor | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,7 +96,8 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.25,
     mean = X_train.mean(dim=0)
     std = X_train.std(dim=0)
     std = torch.where(std > 0, std, torch.ones_like(std))  # border pixels are always 0
-    return Splits((X_train - mean) / std, y[train_idx].clone(), (X_test - mean) / std, y[test].clone())
+    return Splits((X_train - mean) / std, y[train_idx].clone(), (X_test - mean) / std, y[test].clone(),
+                  mean, std)
 
 
 def corrupt_labels(y: Tensor, p: float, seed: int, num_classes: int = NUM_CLASSES) -> Tensor:
