@@ -211,3 +211,17 @@ def test_monotone_trend_rejects_bad_shapes():
         check_monotone_trend([0, 1, 2], [0, 1])
     with pytest.raises(Exception):  # noqa: B017 - an Ellipsis is not data
         check_monotone_trend([0, 1, 2], ...)
+
+
+def test_check_deterministic_accepts_a_state_dict_and_catches_unseeded_init():
+    def train(seed, seeded=True):
+        if not seeded:  # draws from wherever the global generator happens to be
+            return torch.nn.Linear(3, 2).state_dict()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return torch.nn.Linear(3, 2).state_dict()  # an OrderedDict
+
+    out = check_deterministic(train, 0)
+    assert set(out) == {"weight", "bias"}
+    with pytest.raises(PropertyError, match="different results"):
+        check_deterministic(train, 0, seeded=False)

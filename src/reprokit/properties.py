@@ -20,6 +20,7 @@ verdict on every run, and a failure shrinks to a small example before it is repo
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -91,6 +92,13 @@ def _settings(max_examples: int):
     return settings(derandomize=True, database=None, deadline=None, max_examples=max_examples,
                     report_multiple_bugs=False, print_blob=False,
                     suppress_health_check=list(HealthCheck))
+
+
+def _plain(x: Any, what: str) -> Any:
+    """``plain(x)``, also accepting an exact ``OrderedDict`` (what ``state_dict()`` returns)."""
+    if type(x) is OrderedDict:
+        x = dict(OrderedDict.items(x))
+    return plain(x, what)
 
 
 def _call(fn: Callable, args: tuple, kwargs: dict, shown: str) -> Any:
@@ -295,8 +303,8 @@ def check_deterministic(fn: Callable[..., Any], *args: Any, what: str = "", **kw
     result" is what lets anyone re-run an experiment and see the same numbers.
     """
     shown = what or f"{getattr(fn, '__name__', 'function')}({_describe(args, kwargs)})"
-    first = plain(_call(fn, args, kwargs, shown), f"result of {shown}")
-    second = plain(_call(fn, args, kwargs, shown), f"result of {shown}")
+    first = _plain(_call(fn, args, kwargs, shown), f"result of {shown}")
+    second = _plain(_call(fn, args, kwargs, shown), f"result of {shown}")
     diff = _difference(first, second, rtol=0.0, atol=0.0, path="result")
     if diff is not None:
         raise PropertyError(f"{shown} gave different results on two identical calls: {diff}. "
@@ -329,8 +337,8 @@ def check_agrees(
         total += 1
         args, kwargs = _split(item)
         shown = f"{name}({_describe(args, kwargs)})"
-        expected = plain(reference_fn(*args, **kwargs), "reference result")
-        got = plain(_call(student_fn, args, kwargs, shown), f"result of {shown}")
+        expected = _plain(reference_fn(*args, **kwargs), "reference result")
+        got = _plain(_call(student_fn, args, kwargs, shown), f"result of {shown}")
         diff = _difference(got, expected, rtol=rtol, atol=atol, path="result")
         if diff is not None:
             failures.append((_size(args, kwargs), shown, diff))
