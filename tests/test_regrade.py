@@ -7,6 +7,7 @@ The sample submissions, good and bad, are in tests/fixtures/submissions/.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -333,7 +334,7 @@ def test_kill_9_mid_batch_then_rerun_grades_only_the_rest_and_matches(
     rerun = run_cli(*common, "-o", str(out))
     log = rerun.communicate(timeout=300)[0]
     assert rerun.returncode == 0, log
-    assert f"{10 - len(kept)} graded now, {len(kept)} reused" in log
+    assert f"{10 - len(kept)} graded now, {len(kept)} reused" in " ".join(log.split())
     assert {n: (out / "results" / n).stat().st_mtime_ns for n in kept} == kept
     assert read_csv(out / "grades.csv") == read_csv(tmp_path / "whole" / "grades.csv")
 
@@ -356,3 +357,47 @@ def test_dask_cluster_grades_a_gradescope_export_like_the_local_pool(
         ("1815", "Ada Lovelace", "3"), ("1912", "Alan Turing", "1"),
         ("grace@example.edu", "Grace Hopper", "1")]
     assert all(json.loads(r["fingerprint"])["seed"] == 42 for r in read_csv(summary.csv))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_once_keeps_results_and_leaves_nothing_running(
+        tiny_autograder: Path, tmp_path: Path) -> None:
+    from reprokit import sandbox
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for order, name in enumerate(("full", "forever", "partial")):  # graded in this order
+        shutil.copy(SAMPLES / f"{name}.ipynb", subs / f"{order}-{name}.ipynb")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", "from reprokit.cli import main; main()",
+                             "regrade", str(subs), "-a", str(tiny_autograder), "-j", "1",
+                             "--timeout", "120", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group, as in a terminal
+
+    def forever_is_running() -> bool:
+        if not (out / "results" / "0-full.json").exists():
+            return False
+        if not sandbox.can_drop_privileges():
+            time.sleep(3)
+            return True
+        uids = []
+        for pid in process_tree(proc.pid):
+            with contextlib.suppress(OSError):
+                uids.append(os.stat(f"/proc/{pid}").st_uid)
+        return any(uid in sandbox.UID_RANGE for uid in uids)
+
+    deadline = time.monotonic() + 120
+    while not forever_is_running():
+        assert proc.poll() is None and time.monotonic() < deadline, "regrade ended too early"
+        time.sleep(0.2)
+    tree = process_tree(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    log = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 130, log
+    assert "Run the same command again" in " ".join(log.split())
+    deadline = time.monotonic() + 15
+    while still_running(tree) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert still_running(tree) == [], "Ctrl-C left processes running"
+    assert sorted(p.stem for p in (out / "results").glob("*.json")) == ["0-full"]

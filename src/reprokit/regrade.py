@@ -401,8 +401,8 @@ def _run_local(tasks: list[dict], jobs: int, on_done: Done) -> None:
 
 def _terminate(pool: Any) -> None:
     """Stop a pool now: SIGTERM (each worker tears its sandbox down), then SIGKILL."""
-    pool.shutdown(wait=False, cancel_futures=True)
     procs = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)  # (this forgets the processes)
     for proc in procs:
         if proc.is_alive():
             proc.terminate()
@@ -805,12 +805,12 @@ def regrade_command(submissions: Path, autograder: Path, jobs: int | None, out: 
     except KeyboardInterrupt:
         done = len(list((out / RESULTS_DIR).glob("*.json")))
         console.print(f"[yellow]interrupted; {done} result(s) kept in {out / RESULTS_DIR}. "
-                      "Run the same command again to grade the rest.")
+                      "Run the same command again to grade the rest.", soft_wrap=True)
         sys.exit(130)
     console.print(summary.table())
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items()))
     console.print(f"{statuses}; {summary.duration_s:.1f} s")
     for line in _iter_messages(summary):
-        console.print(f"  {line}", markup=False, highlight=False)
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {summary.csv}, {summary.histogram} and {len(summary.results)} results "
-                  f"in {summary.out / RESULTS_DIR}")
+                  f"in {summary.out / RESULTS_DIR}", soft_wrap=True)
