@@ -662,7 +662,7 @@ def regrade(
     autograder: str | Path,
     *,
     jobs: int | None = None,
-    out: str | Path = "regrade",
+    out: str | Path = "regrade-out",
     scheduler: Any = None,
     timeout_s: float | None = None,
     memory_mb: int = 4096,
@@ -777,7 +777,7 @@ def _iter_messages(summary: RegradeSummary) -> Iterator[str]:
               help="The built autograder zip (or its extracted folder).")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Local worker processes (default: every core).")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("regrade"),
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("regrade-out"),
               show_default=True, help="Where results/, grades.csv and scores.png go.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="A dask.distributed scheduler (tcp://host:8786 or a scheduler JSON file) "
