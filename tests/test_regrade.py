@@ -212,6 +212,28 @@ def test_stored_results_with_matching_keys_are_reused_not_regraded(
         ("full", "3"), ("partial", "1")]
 
 
+def test_a_grader_crash_scores_error_and_is_graded_again_next_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reprokit.grading
+    from reprokit import regrade as rg
+
+    def crash(*args: object, **kwargs: object) -> GradeResult:
+        raise RuntimeError("sandbox template died")
+
+    monkeypatch.setattr(reprokit.grading, "grade", crash)
+    monkeypatch.setattr(rg, "_warm", lambda: None)
+    outcome = rg.grade_task({"id": "ada", "key": "k1", "path": str(SAMPLES / "full.ipynb"),
+                             "autograder": "unused.zip"})
+    assert "sandbox template died" in outcome["infrastructure_error"]
+    record = rg._record(Submission("ada", SAMPLES / "full.ipynb"), "k1", outcome,
+                        result("graded", 2, 1).questions)
+    assert (record["result"]["status"], record["result"]["score"], record["result"]["possible"]) == (
+        "error", 0.0, 3.0)
+    assert "not the submission" in record["result"]["message"]
+    (tmp_path / "ada.json").write_text(json.dumps(record))
+    assert rg._load_record(tmp_path / "ada.json", "k1") is None
+
+
 def test_broken_autograder_stops_with_a_message(tmp_path: Path) -> None:
     bad = tmp_path / "ag.zip"
     bad.write_text("not a zip")

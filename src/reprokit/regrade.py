@@ -382,9 +382,13 @@ def _run_local(tasks: list[dict], jobs: int, on_done: Done) -> None:
                 for fut in finished:
                     task = pending.pop(fut)
                     try:
-                        on_done(fut.result())
+                        outcome = fut.result()
                     except BrokenProcessPool:
                         broken.append(task)
+                        continue
+                    except Exception as e:  # noqa: BLE001 - the batch goes on
+                        outcome = _grader_failure(task, f"{type(e).__name__}: {e}")
+                    on_done(outcome)
         except BaseException:
             _terminate(pool)
             raise
@@ -392,11 +396,14 @@ def _run_local(tasks: list[dict], jobs: int, on_done: Done) -> None:
         for task in broken:  # a worker died (e.g. the kernel's OOM killer): try again
             attempts[task["id"]] += 1
             if attempts[task["id"]] >= MAX_ATTEMPTS:
-                on_done({"id": task["id"], "key": task["key"], "infrastructure_error":
-                         f"a grading worker died {MAX_ATTEMPTS} times while this submission "
-                         "was being graded"})
+                on_done(_grader_failure(task, f"a grading worker died {MAX_ATTEMPTS} times "
+                                              "while this submission was being graded"))
             else:
                 queue.append(task)
+
+
+def _grader_failure(task: dict, why: str) -> dict:
+    return {"id": task["id"], "key": task["key"], "infrastructure_error": why}
 
 
 def _terminate(pool: Any) -> None:
@@ -456,12 +463,11 @@ def _run_dask(tasks: list[dict], subs: dict[str, Submission], autograder: Path,
             futures[fut] = t
         try:
             for fut in as_completed(list(futures)):
-                task = futures[fut]
                 try:
-                    on_done(fut.result())
-                except Exception as e:  # noqa: BLE001 - e.g. KilledWorker
-                    on_done({"id": task["id"], "key": task["key"],
-                             "infrastructure_error": f"dask: {type(e).__name__}: {e}"})
+                    outcome = fut.result()
+                except Exception as e:  # noqa: BLE001 - e.g. KilledWorker; the batch goes on
+                    outcome = _grader_failure(futures[fut], f"dask: {type(e).__name__}: {e}")
+                on_done(outcome)
         except BaseException:
             client.cancel(list(futures))
             raise
