@@ -719,14 +719,12 @@ def regrade(
 
         console = Console(stderr=True)
     bar = _progress(console) if progress else _NoProgress()
-    failure: list[str] = []
     with bar:
         task_id = bar.add_task("grading", total=len(subs), completed=reused, last="")
 
         def on_done(outcome: dict) -> None:
             sub = by_id[outcome["id"]]
             if "autograder_error" in outcome:
-                failure.append(outcome["autograder_error"])
                 raise AutograderError(outcome["autograder_error"])
             known = next(iter(results.values())).questions if results else None
             record = _record(sub, outcome["key"], outcome, known)
