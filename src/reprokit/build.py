@@ -828,7 +828,7 @@ def build_command(paper_dir: Path, out: Path, levels: tuple[str, ...], no_qa: bo
     out_console = Console()
     out_console.print(qa_table(result))
     for lb in result.levels:
-        out_console.print(f"{lb.zipfile}  {lb.zip_bytes / 1024:.0f} KiB")
+        out_console.print(f"{lb.zipfile}  {lb.zip_bytes / 1024:.0f} KiB", soft_wrap=True)
     if not result.ok:
         for problem in result.problems:
             console.print(f"[red]QA failed[/red] {problem}")
