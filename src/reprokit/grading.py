@@ -282,9 +282,9 @@ def grade(
 ) -> GradeResult:
     """Grade ``submission`` with ``autograder`` (a built zip or an extracted folder).
 
-    ``timeout_s`` bounds the whole submission (default: three times the assignment's
-    budget, at least 120 s); ``question_timeout_s`` bounds each test file (default:
-    the budget, at least 30 s): a question that hangs scores zero and the others are
+    ``timeout_s`` bounds the whole submission (default: four times the assignment's
+    budget, at least 240 s); ``question_timeout_s`` bounds each test file (default:
+    twice the budget, at least 60 s): a question that hangs scores zero and the others are
     still graded. Never raises for a bad submission: its status says what went wrong and every
     question it could not earn scores zero. Raises :class:`AutograderError` when the
     autograder itself is unusable.
@@ -297,7 +297,7 @@ def grade(
         private.mkdir(mode=0o700)
         ag = load_autograder(autograder, private)
         tests = _load_tests(ag)
-        budget = timeout_s if timeout_s is not None else max(120.0, 3 * ag.time_budget_s)
+        budget = timeout_s if timeout_s is not None else max(240.0, 4 * ag.time_budget_s)
         deadline = t0 + budget
 
         isolation: list[str] = []
@@ -381,7 +381,7 @@ def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadlin
                 return _zero(tests), "timeout", (
                     "the time budget ran out before every question was graded; every question "
                     "scores zero")
-            per_question = min(remaining, question_timeout_s or max(30.0, ag.time_budget_s))
+            per_question = min(remaining, question_timeout_s or max(60.0, 2 * ag.time_budget_s))
             if zygote.dead:
                 questions[tf.name].output = "not graded: the submission's process was lost"
                 continue
@@ -417,7 +417,7 @@ def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadlin
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Write the result as JSON here.")
 @click.option("--timeout", "timeout_s", type=float, default=None,
-              help="Seconds for the whole submission (default: 3x the assignment's budget, >= 120).")
+              help="Seconds for the whole submission (default: 4x the assignment budget, >= 240).")
 @click.option("--memory-mb", type=int, default=4096, show_default=True, help="Memory cap.")
 def grade_command(submission: Path, autograder: Path, output: Path | None,
                   timeout_s: float | None, memory_mb: int) -> None:

@@ -257,7 +257,7 @@ class Zygote:
         if msg.get("op") != "session" or info is None or info[0] != self.pid:
             self.kill()
             raise ProtocolViolation("the submission answered a session request with something else")
-        s = Session(self, pid, deadline=time.monotonic() + timeout_s)
+        s = Session(self, pid, deadline=time.monotonic() + timeout_s, timeout_s=timeout_s)
         try:
             yield s
         finally:
@@ -284,8 +284,9 @@ class Zygote:
 class Session:
     """Requests to one fork of the executed notebook."""
 
-    def __init__(self, zygote: Zygote, pid: int, deadline: float):
+    def __init__(self, zygote: Zygote, pid: int, deadline: float, timeout_s: float = 0.0):
         self.zygote, self.pid, self.deadline = zygote, pid, deadline
+        self.timeout_s = timeout_s
         self.closed = False
         self._callbacks: dict[int, Any] = {}
 
@@ -301,7 +302,8 @@ class Session:
             except GradingTimeout:
                 self.closed = True
                 self._kill_fork()
-                raise
+                raise GradingTimeout(f"this question's tests took longer than {self.timeout_s:.0f} s "
+                                     f"(stopped while {doing})") from None
             except ProtocolViolation:
                 self.closed = True
                 raise
