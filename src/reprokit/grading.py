@@ -289,6 +289,7 @@ def grade(
     question it could not earn scores zero. Raises :class:`AutograderError` when the
     autograder itself is unusable.
     """
+    sandbox.template()  # start (once per process) before the submission's clock starts
     t0 = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="reprokit-grade-"))
     os.chmod(base, 0o711)  # the sandbox may pass through to its own work dir, not list it
