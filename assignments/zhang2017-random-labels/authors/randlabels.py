@@ -45,8 +45,8 @@ DEFAULTS: dict = {
     "dropout": 0.0,         # Sec. 3: regularisers off unless asked for
     "weight_decay": 0.0,
     "lr": 2e-3,             # Adam, decayed by LR_DECAY per epoch (Appendix A)
-    "batch_size": 128,      # Appendix A uses minibatches of 128
-    "epochs": 60,           # random labels fit in ~40-50 epochs, true ones in ~5 (Fig. 1a)
+    "batch_size": 128,      # a usual CIFAR10 minibatch size
+    "epochs": 60,           # random labels fit in ~40 epochs, true ones in ~6 (Fig. 1a)
     "n_train": None,        # all ~1,350 training images
     "test_fraction": 0.25,
 }
