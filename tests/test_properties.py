@@ -4,6 +4,7 @@ message that names the bug; the agreement, determinism and trend checks fail whe
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +226,44 @@ def test_check_deterministic_accepts_a_state_dict_and_catches_unseeded_init():
     assert set(out) == {"weight", "bias"}
     with pytest.raises(PropertyError, match="different results"):
         check_deterministic(train, 0, seeded=False)
+
+
+# The Zhang assignment's own material: every wheat's corruption passes, every chaff that
+# replaces corrupt_labels is caught (the property check is what level 5 grades with).
+PAPER = Path(__file__).resolve().parents[1] / "assignments" / "zhang2017-random-labels"
+
+
+def _corrupt_labels_from(relpath: str):
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(PAPER))
+    try:
+        name = "reprokit_test_" + relpath.replace("/", "_").removesuffix(".py")
+        spec = importlib.util.spec_from_file_location(name, PAPER / relpath)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(PAPER))
+    return module.corrupt_labels
+
+
+def _material(folder: str) -> list[str]:
+    return sorted(str(p.relative_to(PAPER)) for p in (PAPER / folder).glob("*.py")
+                  if "def corrupt_labels" in p.read_text())
+
+
+@pytest.mark.skipif(not PAPER.exists(), reason="the Zhang assignment is not in this checkout")
+@pytest.mark.parametrize("relpath", ["authors/randlabels.py", *_material("wheats")]
+                         if PAPER.exists() else [])
+def test_authors_and_wheat_corruptions_pass(relpath):
+    check_label_corruption(_corrupt_labels_from(relpath))
+
+
+@pytest.mark.skipif(not PAPER.exists(), reason="the Zhang assignment is not in this checkout")
+@pytest.mark.parametrize("relpath", (_material("chaffs/hidden") + _material("chaffs/public"))
+                         if PAPER.exists() else [])
+def test_chaff_corruptions_are_caught(relpath):
+    with pytest.raises(PropertyError):
+        check_label_corruption(_corrupt_labels_from(relpath))

@@ -277,6 +277,8 @@ def check_label_corruption(
            pattern=st.sampled_from(["random", "constant", "cycle"]))
     @example(n=max_n, p=1.0, s=0, label_seed=0, pattern="random")
     @example(n=max_n, p=0.5, s=1, label_seed=0, pattern="cycle")
+    @example(n=max_n, p=1.0 - 1.0 / K, s=2, label_seed=1, pattern="random")  # widest gap if p is
+    # misread as the fraction that changes: p (1 - 1/K) expected, p itself seen
     def prop(n: int, p: float, s: int, label_seed: int, pattern: str) -> None:
         y = _make_labels(n, K, label_seed ^ seed, pattern)
         out = run(y, p, s)
