@@ -58,6 +58,9 @@ CELLS = [
     "def test_add(implementation):\n    assert implementation.add(2, 2) == 4\n"
     "def test_exit(implementation):\n    import os\n    if implementation.add(1, 1) != 2:\n        os._exit(3)\n"
     "HUNT = [test_add]\n",
+    # the notebook uses torch's thread pool before the grader forks its sessions
+    "import torch\ntorch.set_num_threads(2)\nfloat(torch.ones(2_000_000).exp().sum())\n"
+    "def big_sum():\n    return float(torch.ones(2_000_000).exp().sum())\n",
 ]
 
 
@@ -91,6 +94,12 @@ def test_remote_call_sends_and_returns_plain_data(zygote: sandbox.Zygote) -> Non
     with zygote.session(30) as s:
         out = s.lookup(["double"])["double"](torch.arange(3))
     assert type(out) is torch.Tensor and out.tolist() == [0, 2, 4]
+
+
+def test_sessions_do_not_deadlock_on_the_parents_thread_pool(zygote: sandbox.Zygote) -> None:
+    # OpenMP's pool does not survive fork: without one thread per session this call hangs
+    with zygote.session(30) as s:
+        assert s.lookup(["big_sum"])["big_sum"]() == pytest.approx(2_000_000 * math.e, rel=1e-3)
 
 
 def test_student_exception_arrives_as_student_error(zygote: sandbox.Zygote) -> None:
