@@ -59,3 +59,19 @@ def test_reference_full_marks_and_blank_near_zero_under_otter(level: str, tmp_pa
     assert b_possible == pytest.approx(possible)
     assert b_score <= 0.10 * possible, f"{level} blank notebook earned points: {b_per_q}"
     print(f"{level}: reference {score:g}/{possible:g} in {ref_time:.1f} s (otter run), blank {b_score:g}")
+
+
+def test_bundled_paper_builds_six_zips_behind_a_green_qa_gate(tmp_path: Path) -> None:
+    """The README's main job: `reprokit build` on the paper, graded by reprokit's engine."""
+    from reprokit.build import build
+
+    result = build(PAPER, tmp_path / "dist")
+    assert [r.level for r in result.reports] == LEVELS
+    assert result.ok, "\n".join(p for r in result.reports for p in r.problems)
+    for r in result.reports:
+        assert r.possible > 0 and r.reference_score == r.possible, r.level
+        assert r.blank_score <= 0.10 * r.possible, r.level
+        assert 0 < r.reference_time_s <= r.time_budget_s, r.level
+        assert 0 < r.zip_bytes < 20 * 2**20, f"{r.level}: {r.zip_bytes} bytes"
+        zips = list((tmp_path / "dist" / PAPER.name / r.level).glob("*-autograder.zip"))
+        assert len(zips) == 1 and zips[0].stat().st_size == r.zip_bytes, r.level
