@@ -59,13 +59,15 @@ def make_class(solution: Path, student: Path, n: int, dest: Path) -> dict[str, s
     """``n`` submissions named ``student<i>.ipynb``; returns name -> kind."""
     sol = nbformat.read(solution, as_version=4)
     blank = nbformat.read(student, as_version=4)
-    if len(sol.cells) != len(blank.cells):
-        raise SystemExit(f"{solution} and {student} have different cells; rebuild the level")
-    answers = [i for i, (a, b) in enumerate(zip(sol.cells, blank.cells, strict=True))
-               if a.cell_type == "code" and a.source != b.source]
+    # pair code cells in order (markdown differs: manual answers, placeholders)
+    sol_code = [c for c in sol.cells if c.cell_type == "code"]
+    blank_code = [i for i, c in enumerate(blank.cells) if c.cell_type == "code"]
+    if len(sol_code) != len(blank_code):
+        raise SystemExit(f"{solution} and {student} have different code cells; rebuild the level")
+    answers = [(i, c) for i, c in zip(blank_code, sol_code) if c.source != blank.cells[i].source]
     partial = nbformat.from_dict(json.loads(json.dumps(blank)))
-    for i in answers[: max(1, len(answers) // 2)]:
-        partial.cells[i] = sol.cells[i]
+    for i, cell in answers[: max(1, len(answers) // 2)]:
+        partial.cells[i] = cell
     notebooks = {"correct": sol, "partial": partial, "blank": blank}
     dest.mkdir(parents=True)
     kinds = {}
