@@ -64,7 +64,7 @@ def make_class(solution: Path, student: Path, n: int, dest: Path) -> dict[str, s
     blank_code = [i for i, c in enumerate(blank.cells) if c.cell_type == "code"]
     if len(sol_code) != len(blank_code):
         raise SystemExit(f"{solution} and {student} have different code cells; rebuild the level")
-    answers = [(i, c) for i, c in zip(blank_code, sol_code) if c.source != blank.cells[i].source]
+    answers = [(i, c) for i, c in zip(blank_code, sol_code, strict=True) if c.source != blank.cells[i].source]
     partial = nbformat.from_dict(json.loads(json.dumps(blank)))
     for i, cell in answers[: max(1, len(answers) // 2)]:
         partial.cells[i] = cell
@@ -80,8 +80,9 @@ def make_class(solution: Path, student: Path, n: int, dest: Path) -> dict[str, s
 
 
 def execution_times(submissions: Path, kinds: dict[str, str], autograder: Path,
-                    work: Path) -> dict[str, float]:
-    """Seconds each kind's code cells take in a warm IPython (imports already paid)."""
+                    work: Path) -> dict[str, list[float]]:
+    """Seconds each kind's code cells take in a warm IPython (imports already paid), and
+    the cells followed by the autograder's tests in that same process (no isolation)."""
     files = work / "exec"
     with zipfile.ZipFile(autograder) as zf:
         zf.extractall(files)
@@ -97,22 +98,27 @@ for m in DEFAULT_PRELOAD:
 import nbformat
 from IPython.core.interactiveshell import InteractiveShell
 shell = InteractiveShell.instance()
+from otter.test_files import ExceptionTestFile
+tests = sorted(p for p in os.listdir(sys.argv[2]) if p.endswith(".py"))
 out = {}
 for kind, path in json.loads(sys.argv[1]).items():
     cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-    times = []
+    times, with_tests = [], []
     for _ in range(2):  # the first pass pays one-off imports; keep the faster
         shell.reset(new_session=True)
         t0 = time.perf_counter()
         for src in cells:
             shell.run_cell(src, silent=True)
         times.append(time.perf_counter() - t0)
-    out[kind] = min(times)
+        for name in tests:  # what otter's grading does next, in the same warm process
+            ExceptionTestFile.from_file(os.path.join(sys.argv[2], name)).run(shell.user_ns)
+        with_tests.append(time.perf_counter() - t0)
+    out[kind] = [min(times), min(with_tests)]
 print(json.dumps(out))
 """
     cwd = files / "files" if (files / "files").is_dir() else files
     proc = subprocess.run([sys.executable, "-c", script,
-                           json.dumps({k: str(p) for k, p in first.items()})],
+                           json.dumps({k: str(p) for k, p in first.items()}), str(files / "tests")],
                           cwd=cwd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -160,19 +166,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"source: {source}")
         print(f"{n} submissions ({', '.join(f'{sum(k == x for k in kinds.values())} {x}' for x in KINDS)})")
         print("notebook execution in a warm IPython: "
-              + ", ".join(f"{k} {v:.3f} s" for k, v in exec_s.items()))
+              + ", ".join(f"{k} {v[0]:.3f} s" for k, v in exec_s.items()))
+        print("execution + every test file, same process: "
+              + ", ".join(f"{k} {v[1]:.3f} s" for k, v in exec_s.items()))
 
         regrade_wall = time_regrade(submissions, autograder, work / "regrade", args.jobs)
         results = {p.stem: json.loads(p.read_text())["result"]
                    for p in (work / "regrade" / "results").glob("*.json")}
-        overhead = [r["duration_s"] - exec_s[kinds[name]] for name, r in results.items()]
-        mean_exec = statistics.mean(exec_s[k] for k in kinds.values())
-        amortised = regrade_wall * args.jobs / n - mean_exec
         print(f"reprokit regrade -j {args.jobs}: {regrade_wall:.1f} s wall "
               f"({regrade_wall / n:.2f} s per submission)")
-        print(f"overhead per submission over execution: mean {statistics.mean(overhead):.3f} s, "
-              f"max {max(overhead):.3f} s; with worker start-up amortised {amortised:.3f} s "
-              "(goal <= 1 s)")
+        for i, what in enumerate(("execution", "execution + tests")):
+            overhead = [r["duration_s"] - exec_s[kinds[name]][i] for name, r in results.items()]
+            mean_work = statistics.mean(exec_s[k][i] for k in kinds.values())
+            amortised = regrade_wall * args.jobs / n - mean_work
+            print(f"overhead per submission over {what}: mean {statistics.mean(overhead):.3f} s, "
+                  f"max {max(overhead):.3f} s; with worker start-up amortised {amortised:.3f} s "
+                  "(goal <= 1 s)")
         if not args.skip_otter:
             otter_wall, otter_scores = time_otter(submissions, autograder, work / "otter")
             mismatched = [s for s, r in results.items()

@@ -364,6 +364,11 @@ def _run_local(tasks: list[dict], jobs: int, on_done: Done) -> None:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
+    from reprokit.sandbox import PARALLEL_ENV
+
+    if jobs > 1:  # before the forkserver starts, so workers and their sandboxes inherit it
+        for key, value in PARALLEL_ENV.items():
+            os.environ.setdefault(key, value)
     ctx = multiprocessing.get_context("forkserver")
     # workers fork from a server that imported these once (torch and otter included)
     ctx.set_forkserver_preload(["reprokit.grading", "reprokit.regrade", "reprokit.seeding",
