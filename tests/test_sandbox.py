@@ -156,3 +156,36 @@ def test_bug_hunt_contains_a_test_that_kills_its_process(zygote: sandbox.Zygote,
         report = hunt(tests, [tmp_path / "wheat.py"], [tmp_path / "chaff.py"], timeout_s=20)
         assert s.lookup(["double"])["double"](2) == 4  # the session survived
     assert report.wheat_failures == []
+
+
+def test_packages_installed_under_tmp_stay_importable_in_the_jail(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A venv or a clone in /tmp (the jail mounts its own /tmp) keeps its lazy imports."""
+    root = tmp_path / "site"
+    (root / "tmppkg_reprokit").mkdir(parents=True)
+    (root / "tmppkg_reprokit" / "__init__.py").write_text("")
+    (root / "tmppkg_reprokit" / "lazy.py").write_text("VALUE = 41 + 1\n")
+    for p in (tmp_path, root, root / "tmppkg_reprokit"):
+        p.chmod(0o755)
+    monkeypatch.setenv("PYTHONPATH", str(root))
+    own = sandbox.Template(preload=sandbox.DEFAULT_PRELOAD + ("tmppkg_reprokit",))
+    monkeypatch.setattr(sandbox, "_template", own)
+    work = tmp_path / "grade" / "work"
+    work.mkdir(parents=True)
+    (tmp_path / "grade").chmod(0o711)
+    try:
+        with sandbox.sandbox_uid() as uid:
+            if uid is not None:
+                import os
+                os.chown(work, uid, uid)
+            z = sandbox.Zygote(work, ["from tmppkg_reprokit.lazy import VALUE\n"], uid=uid,
+                               seed=0, limits=sandbox.Limits(memory_mb=2048))
+            try:
+                report = z.execute(60)
+                assert report.errors == []
+                with z.session(30) as s:
+                    assert s.lookup(["VALUE"])["VALUE"] == 42
+            finally:
+                z.close()
+    finally:
+        own.close()

@@ -539,7 +539,12 @@ def _enter_jail(workdir: str, visible: list[str]) -> None:
     jail = os.path.join(os.path.dirname(workdir), "jail")
     os.makedirs(jail, exist_ok=True)
     _mount(libc, "tmpfs", jail, "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=755")
+    # a private /tmp first: packages installed under /tmp (a venv, a clone) are bound on top
+    os.makedirs(jail + "/tmp", exist_ok=True)
+    _mount(libc, "tmpfs", jail + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=512m,mode=1777")
     for path in visible:
+        if (workdir + "/").startswith(path.rstrip("/") + "/"):
+            continue  # never a folder that holds the grading dirs (e.g. a module in /tmp itself)
         target = jail + path
         if os.path.islink(path):
             os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -552,8 +557,6 @@ def _enter_jail(workdir: str, visible: list[str]) -> None:
     _mount(libc, "/dev", jail + "/dev", None, MS_BIND | MS_REC)
     os.makedirs(jail + "/proc", exist_ok=True)
     _mount(libc, "proc", jail + "/proc", "proc", MS_NOSUID | MS_NODEV)
-    os.makedirs(jail + "/tmp", exist_ok=True)
-    _mount(libc, "tmpfs", jail + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=512m,mode=1777")
     os.makedirs(jail + workdir, exist_ok=True)
     _mount(libc, workdir, jail + workdir, None, MS_BIND)
     os.chroot(jail)
