@@ -682,20 +682,6 @@ def qa_level(build: LevelBuild, paper_dir: Path) -> LevelReport:
 # --------------------------------------------------------------------------- build
 
 
-def _warm_grading_engine() -> None:
-    """Start the grader's warm template now, so the first level's reference time is its own."""
-    import importlib
-
-    from reprokit import sandbox
-
-    for module in ("reprokit.seeding", "reprokit.plain", "hypothesis",
-                   "otter.test_files.exception_test"):  # what the grader imports on first use
-        with contextlib.suppress(ImportError):
-            importlib.import_module(module)
-    with contextlib.suppress(Exception):
-        sandbox.template()
-
-
 @dataclass
 class BuildResult:
     """Everything one ``reprokit build`` produced and found."""
@@ -748,7 +734,9 @@ def build(
         wheel_path = Path(wheel) if wheel else build_wheel(Path(tmp))
         if qa:
             step("", "starting the grading engine")
-            _warm_grading_engine()
+            from reprokit.grading import warm_up
+
+            warm_up()  # the first level's reference time is its own
         for master in masters:
             step(master.level, "otter assign")
             lb = assemble_level(master, out_dir, wheel_path, settings)

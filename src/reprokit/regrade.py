@@ -223,11 +223,11 @@ def grade_task(task: dict, autograder_blob: bytes | None = None) -> dict:
     ``{"id", "key", "result"}``, or ``"autograder_error"`` / ``"infrastructure_error"``
     (a message) when the fault is not the submission's.
     """
-    from reprokit.grading import grade
+    from reprokit.grading import grade, warm_up
 
     out: dict[str, Any] = {"id": task["id"], "key": task["key"]}
     tmp = None
-    _warm()
+    warm_up()  # a no-op in a warm worker; a dask worker pays its start-up here, off the clock
     try:
         autograder = task.get("autograder")
         if autograder_blob is not None:
@@ -289,7 +289,9 @@ def _worker_init(parent_pid: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="reprokit-parent-watch").start()
-    _warm()
+    from reprokit.grading import warm_up
+
+    warm_up()
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
@@ -333,24 +335,6 @@ def _kill_tree(root: int) -> None:
     for uid in {uid for _, uid in found if uid in sandbox.UID_RANGE}:
         with contextlib.suppress(Exception):
             sandbox.kill_uid(uid)  # what a submission forked away from the tree
-
-
-def _warm() -> None:
-    """Pay the worker's one-off costs before any submission's clock starts.
-
-    The imports (torch for the fingerprint, otter for the tests) and the sandbox's warm
-    template take seconds; counted inside :func:`reprokit.grading.grade` they would eat
-    the first submission's time budget.
-    """
-    try:
-        import otter.test_files  # noqa: F401 - what grade() loads the tests with
-
-        import reprokit.seeding  # noqa: F401 - torch, for the fingerprint
-        from reprokit import sandbox
-
-        sandbox.template()  # a no-op once the template runs
-    except Exception:  # noqa: BLE001 - grade() will report it per submission
-        pass
 
 
 # --------------------------------------------------------------------------- schedulers
