@@ -221,7 +221,7 @@ def test_a_grader_crash_scores_error_and_is_graded_again_next_run(
         raise RuntimeError("sandbox template died")
 
     monkeypatch.setattr(reprokit.grading, "grade", crash)
-    monkeypatch.setattr(rg, "_warm", lambda: None)
+    monkeypatch.setattr(reprokit.grading, "warm_up", lambda: None)
     outcome = rg.grade_task({"id": "ada", "key": "k1", "path": str(SAMPLES / "full.ipynb"),
                              "autograder": "unused.zip"})
     assert "sandbox template died" in outcome["infrastructure_error"]
