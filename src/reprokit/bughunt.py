@@ -611,8 +611,9 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], source: str, timeout_s
         try:
             os.close(r)
             sys.stdout = sys.stderr = io.StringIO()  # a kernel's streams belong to the parent
-            if "torch" in sys.modules:  # one thread: no OpenMP pool inherited across fork,
-                sys.modules["torch"].set_num_threads(1)  # and parallel graders do not contend
+            from reprokit.sandbox import one_thread_after_fork
+
+            one_thread_after_fork()  # and parallel graders do not contend
             try:
                 impl = load_implementation(source)
             except BaseException as e:  # noqa: BLE001

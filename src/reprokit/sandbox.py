@@ -669,7 +669,7 @@ def _execute(cells: list[str], seed: int | None, conn: socket.socket,
     return shell.user_ns
 
 
-def _one_thread_after_fork() -> None:  # pragma: no cover - runs in forked children
+def one_thread_after_fork() -> None:  # pragma: no cover - runs in forked children
     """torch's OpenMP pool does not survive ``fork``: a child that enters a parallel region
     the parent already used waits forever. One thread gives the same numbers (measured on the
     Zhang MLP with 1, 2 and 4 threads) and never deadlocks."""
@@ -685,7 +685,7 @@ def _serve_zygote(conn: socket.socket, ns: dict) -> None:  # pragma: no cover
             pid = os.fork()
             if pid == 0:
                 os.setpgid(0, 0)
-                _one_thread_after_fork()
+                one_thread_after_fork()
                 wire.send(conn, {"op": "session", "pid": os.getpid()})
                 try:
                     _serve_session(conn, ns)
@@ -785,7 +785,7 @@ def _isolated_bughunt(ns: dict, msg: dict) -> Any:  # pragma: no cover
     pid = os.fork()
     if pid == 0:
         os.close(r)
-        _one_thread_after_fork()
+        one_thread_after_fork()
         try:
             from reprokit.bughunt import load_implementation, run_tests_against
 
