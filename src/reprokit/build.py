@@ -11,8 +11,10 @@ For each master notebook ``NN-<level>.ipynb`` of a paper folder, :func:`build`
 3. writes ``dist/<paper>/<level>/student/`` (notebook, public tests, public files),
    ``dist/<paper>/<level>/solutions/<level>.ipynb`` and
    ``dist/<paper>/<level>/<level>-autograder.zip``: Otter's tests and config, the material
-   under ``files/``, a ``reprokit.json`` manifest, a reprokit wheel, and the pip-only
-   environment from the repository's ``autograder/`` folder. Entries are sorted and
+   under ``files/``, a ``reprokit.json`` manifest, a reprokit wheel (built from the checkout,
+   or from the installed package's own files), and the Gradescope environment
+   (``setup.sh``, ``run_autograder``, per-Python locks) shipped with reprokit as package data
+   (``reprokit/templates/autograder``). Entries are sorted and
    stamped 1980-01-01, so rebuilding unchanged sources gives the same bytes;
 4. runs the QA gate with :func:`reprokit.grading.grade` on the built zip: the reference
    solution scores 100 % within the time budget, the blank student notebook scores 10 %
@@ -54,7 +56,8 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 #: Otter files that reprokit's environment replaces
 OTTER_REPLACED = {"setup.sh", "environment.yml", "run_autograder", "run_otter.py", "requirements.txt",
                   "requirements.r"}
-TEMPLATES = ("setup.sh", "run_autograder", "requirements.txt")
+TEMPLATES = ("setup.sh", "run_autograder", "requirements.in", "locks/py3.10.txt", "locks/py3.11.txt",
+             "locks/py3.12.txt")
 _SKIP_PARTS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".hypothesis"}
 _MIN_NEEDLE = 25  # shortest line (stripped) the leak scan looks for
 
@@ -296,17 +299,18 @@ def repository_root() -> Path | None:
     """The source checkout reprokit runs from (holding ``pyproject.toml``), if any."""
     here = Path(__file__).resolve()
     for parent in here.parents:
-        if (parent / "pyproject.toml").exists() and (parent / "autograder").is_dir():
+        if (parent / "pyproject.toml").exists() and (parent / "src" / "reprokit").is_dir():
             return parent
     return None
 
 
 def build_wheel(into: Path, source: Path | None = None) -> Path:
-    """``pip wheel --no-deps`` of the reprokit checkout into ``into``; returns the wheel."""
+    """The reprokit wheel to ship, written into ``into``: ``pip wheel --no-deps`` of the
+    checkout reprokit runs from, or (installed from a wheel, no checkout) a wheel of the
+    installed package's own files, so an installed kit builds courses too."""
     source = source or repository_root()
     if source is None:
-        raise BuildError("reprokit", "cannot find reprokit's source checkout to build its wheel",
-                         hint="pass --wheel path/to/reprokit-*.whl")
+        return wheel_from_installed(into)
     into.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}  # reproducible wheel timestamps
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
@@ -318,13 +322,58 @@ def build_wheel(into: Path, source: Path | None = None) -> Path:
     return wheels[-1]
 
 
+_WHEEL_FILE = "Wheel-Version: 1.0\nGenerator: reprokit.build\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+
+
+def wheel_from_installed(into: Path) -> Path:
+    """A ``py3-none-any`` wheel of the installed reprokit: the package's files as installed
+    (no ``__pycache__``), its ``METADATA`` and entry points, a fresh ``RECORD``. Byte-for-byte
+    reproducible (fixed timestamps, sorted entries)."""
+    import base64
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    package = Path(__file__).resolve().parent
+    try:
+        dist = distribution("reprokit")
+        metadata = dist.read_text("METADATA")
+    except PackageNotFoundError:
+        metadata = None
+    if not metadata:
+        raise BuildError("reprokit", "reprokit runs neither from a source checkout nor from an "
+                         "installed distribution, so there is no wheel to ship",
+                         hint="pip install reprokit, or pass --wheel path/to/reprokit-*.whl")
+    version = dist.version
+    info = f"reprokit-{version}.dist-info"
+    entries = {f"reprokit/{p.relative_to(package).as_posix()}": p.read_bytes()
+               for p in _walk(package)}
+    entries[f"{info}/METADATA"] = metadata.encode()
+    entries[f"{info}/WHEEL"] = _WHEEL_FILE.encode()
+    for name in ("entry_points.txt", "top_level.txt"):
+        text = dist.read_text(name)
+        if text:
+            entries[f"{info}/{name}"] = text.encode()
+
+    def digest(data: bytes) -> str:
+        return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{name},sha256={digest(data)},{len(data)}\n" for name, data in sorted(entries.items()))
+    entries[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    into.mkdir(parents=True, exist_ok=True)
+    path = into / f"reprokit-{version}-py3-none-any.whl"
+    write_zip(path, entries)
+    return path
+
+
 def template_dir() -> Path:
-    """The folder holding ``setup.sh``, ``run_autograder`` and ``requirements.txt``."""
-    root = repository_root()
-    if root is None:
-        raise BuildError("reprokit", "cannot find the autograder/ templates (reprokit must run from "
-                         "its source checkout to build)")
-    return root / "autograder"
+    """The Gradescope templates (``setup.sh``, ``run_autograder``, ``locks/``): package data."""
+    path = Path(__file__).resolve().parent / "templates" / "autograder"
+    missing = [name for name in TEMPLATES if not (path / name).is_file()]
+    if missing:
+        raise BuildError("reprokit", f"the installed reprokit lacks its Gradescope templates "
+                         f"({', '.join(missing)} under {path})",
+                         hint="reinstall reprokit; from a checkout: pip install -e .")
+    return path
 
 
 def _walk(path: Path) -> list[Path]:
@@ -447,6 +496,7 @@ def assemble_level(master: Master, out_dir: Path, wheel: Path, settings: dict) -
     entries[wheel.name] = wheel.read_bytes()
     manifest = {
         "paper": settings["paper"], "level": level, "notebook": f"{level}.ipynb",
+        "assignment_name": str(master.config["name"]) if master.config.get("name") else None,
         "public_files": master.public_files, "hidden_files": master.hidden_files,
         "time_budget_s": settings["time_budget_s"], "seed": master.seed,
         "reprokit_version": _reprokit_version(),

@@ -32,7 +32,7 @@ import click
 
 from reprokit import sandbox
 
-STATUSES = ("graded", "timeout", "out-of-memory", "error", "invalid-notebook")
+STATUSES = ("graded", "timeout", "out-of-memory", "error", "invalid-notebook", "wrong-assignment")
 MANIFEST = "reprokit.json"
 _MATERIAL: contextvars.ContextVar[Path | None] = contextvars.ContextVar("reprokit_material", default=None)
 
@@ -88,6 +88,12 @@ class QuestionScore:
     possible: float
     output: str = ""
     hidden: bool = False
+    #: the public test cases' share of ``score`` / ``possible`` and their summary (what a
+    #: student may see before the due date); the rest is the hidden tests'
+    public_score: float = 0.0
+    public_possible: float = 0.0
+    public_output: str = ""
+    hidden_output: str = ""
 
 
 @dataclass
@@ -116,23 +122,86 @@ class GradeResult:
     def percent(self) -> float:
         return 100.0 * self.score / self.possible if self.possible else 0.0
 
-    def to_gradescope(self, *, show_hidden: bool = False) -> dict:
-        """Gradescope's ``results.json``."""
-        visibility = "after_published" if show_hidden else "hidden"
+    def to_gradescope(self, *, show_hidden: bool = False,
+                       hidden_visibility: str = "after_due_date") -> dict:
+        """Gradescope's ``results.json`` (see docs/gradescope.md for the layout).
+
+        Per question, its public tests are one entry students always see (``visible``),
+        with their messages; its hidden tests another, shown ``hidden_visibility`` (by
+        default after the due date), whose messages appear only with ``show_hidden``.
+        A last entry, for instructors only (``hidden``, no points), records the status,
+        the time and the isolation layers that were active. A ``wrong-assignment``
+        result carries no score at all: nothing about it is a grade.
+        """
+        instructors = {
+            "name": "Grading environment (instructors only)", "score": 0.0, "max_score": 0.0,
+            "visibility": "hidden",
+            "output": (f"status: {self.status}\nmessage: {self.message}\n"
+                       f"duration: {self.duration_s:g} s\n"
+                       f"isolation layers: {', '.join(self.fingerprint.get('isolation') or []) or 'none'}\n"
+                       f"fingerprint: {json.dumps(self.fingerprint, sort_keys=True, default=str)}"),
+        }
+        if self.status == "wrong-assignment":
+            notice = f"Not graded: {self.message}"
+            return {"output": notice, "stdout_visibility": "hidden",
+                    "tests": [{"name": "Wrong assignment: not graded", "output": notice,
+                               "visibility": "visible", "status": "failed"},
+                              {k: v for k, v in instructors.items() if k not in ("score", "max_score")}],
+                    "extra_data": {"reprokit_status": self.status}}
         tests: list[dict[str, Any]] = []
         if self.status != "graded":
             tests.append({"name": f"Submission: {self.status}", "score": 0.0, "max_score": 0.0,
-                          "visibility": "visible", "output": self.message})
-        public = "\n".join(
-            f"{q.name}: {q.output.split(chr(10))[0]}" for q in self.questions.values() if not q.hidden
-        )
-        tests.append({"name": "Public Tests", "visibility": "visible", "output": public,
-                      "score": 0.0, "max_score": 0.0})
+                          "visibility": "visible", "status": "failed", "output": self.message})
         for q in self.questions.values():
-            tests.append({"name": q.name, "score": round(q.score, 5), "max_score": round(q.possible, 5),
-                          "visibility": visibility, "output": q.output})
-        return {"score": round(self.score, 5), "tests": tests,
-                "output": f"reprokit: {self.status}. {self.message}".strip()}
+            hidden_possible = round(q.possible - q.public_possible, 5)
+            if q.public_possible > 0 or hidden_possible <= 0:
+                passed = q.public_score >= q.public_possible - 1e-9
+                tests.append({"name": f"{q.name}: public tests", "score": round(q.public_score, 5),
+                              "max_score": round(q.public_possible, 5), "visibility": "visible",
+                              "status": "passed" if passed else "failed",
+                              "output": q.public_output or q.output.split("\n")[0],
+                              "extra_data": {"question": q.name, "part": "public"}})
+            if hidden_possible > 0:
+                earned = round(max(0.0, q.score - q.public_score), 5)
+                output = (q.hidden_output if show_hidden and q.hidden_output else
+                          f"{q.name}: hidden tests: {earned:g} of {hidden_possible:g} point(s).")
+                tests.append({"name": f"{q.name}: hidden tests", "score": earned,
+                              "max_score": hidden_possible, "visibility": hidden_visibility,
+                              "status": "passed" if earned >= hidden_possible - 1e-9 else "failed",
+                              "output": output, "extra_data": {"question": q.name, "part": "hidden"}})
+        tests.append(instructors)
+        summary = ("Public tests are shown now; hidden tests and the total after the due date."
+                   if self.status == "graded" else f"{self.status}: {self.message}")
+        if self.status == "graded" and self.message:
+            summary += f"\n{self.message}"
+        return {"score": round(self.score, 5), "tests": tests, "stdout_visibility": "hidden",
+                "output": f"reprokit graded this notebook. {summary}".strip(),
+                "extra_data": {"reprokit_status": self.status}}
+
+
+def question_score(tf: Any) -> QuestionScore:
+    """One Otter test file's result, with the public test cases' share kept apart."""
+    public_possible = float(sum(tc.points or 0 for tc in tf.test_cases if not tc.hidden))
+    results = list(getattr(tf, "test_case_results", []) or [])
+    if not results:
+        return QuestionScore(tf.name, 0.0, float(tf.possible), "not graded", hidden=not tf.all_public,
+                             public_possible=public_possible, public_output="not graded")
+    public = [r for r in results if not r.test_case.hidden]
+    if tf.all_or_nothing:
+        public_score = public_possible if tf.passed_all else 0.0
+    else:
+        public_score = float(sum(r.test_case.points or 0 for r in public if r.passed))
+    score = float(tf.score)
+    public_score = min(public_score, score)
+    hidden_output = ""
+    if not tf.all_public:
+        failed = [r for r in results if r.test_case.hidden and not r.passed]
+        hidden_output = "\n\n".join(f"{r.test_case.name}:\n{(r.message or '').strip()}" for r in failed) \
+            or f"{tf.name}: every hidden test passed."
+    return QuestionScore(tf.name, score, float(tf.possible), tf.summary(), hidden=not tf.all_public,
+                         public_score=public_score, public_possible=public_possible,
+                         public_output=tf.summary(public_only=True) if public else "",
+                         hidden_output=hidden_output)
 
 
 # --------------------------------------------------------------------------- autograder
@@ -159,6 +228,13 @@ class Autograder:
     @property
     def time_budget_s(self) -> float:
         return float(self.manifest.get("time_budget_s", 60))
+
+    @property
+    def assignment_name(self) -> str | None:
+        """The Otter assignment name this autograder grades (``name`` in the master's
+        ASSIGNMENT CONFIG), if it has one."""
+        name = self.manifest.get("assignment_name") or self.config.get("assignment_name")
+        return str(name) if name else None
 
     def public_files(self) -> list[Path]:
         names = self.manifest.get("public_files")
@@ -263,6 +339,35 @@ def read_cells(path: Path) -> tuple[list[str], Path]:
     return cells, path
 
 
+def notebook_assignment_name(path: Path) -> str | None:
+    """The Otter assignment name a notebook (or an export zip holding one) carries:
+    ``metadata.otter.assignment_name``, written by Otter Assign. None when absent."""
+    try:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.endswith(".ipynb") and "checkpoint" not in n]
+                text = zf.read(names[0]).decode("utf-8") if len(names) == 1 else "{}"
+        else:
+            text = path.read_text(encoding="utf-8")
+        meta = json.loads(text).get("metadata") or {}
+    except (OSError, ValueError, zipfile.BadZipFile, AttributeError):
+        return None
+    name = (meta.get("otter") or {}).get("assignment_name") if isinstance(meta, dict) else None
+    return str(name) if name else None
+
+
+def wrong_assignment(notebook: Path, ag: Autograder) -> str:
+    """Why ``notebook`` is not a submission for ``ag`` (its Otter assignment name names
+    another assignment), or "" when it may be graded. A notebook without a name (metadata
+    lost, e.g. cells pasted into a fresh notebook) is graded: the name is a guard against
+    uploading the wrong file, not a credential."""
+    expected, got = ag.assignment_name, notebook_assignment_name(notebook)
+    if not expected or not got or got == expected:
+        return ""
+    return (f"this notebook belongs to assignment {got!r}, but this autograder grades "
+            f"{expected!r}. Submit the notebook of assignment {expected!r} (nothing was graded).")
+
+
 # --------------------------------------------------------------------------- grade
 
 
@@ -277,10 +382,13 @@ def _fingerprint(seed: int | None) -> dict:
         return fingerprint()
 
 
-def _zero(tests: list[Any]) -> dict[str, QuestionScore]:
+def _zero(tests: list[Any], why: str = "not graded") -> dict[str, QuestionScore]:
     return {
-        tf.name: QuestionScore(tf.name, 0.0, float(tf.possible), "not graded",
-                               hidden=not tf.all_public)
+        tf.name: QuestionScore(tf.name, 0.0, float(tf.possible), why,
+                               hidden=not tf.all_public,
+                               public_possible=float(sum(tc.points or 0 for tc in tf.test_cases
+                                                         if not tc.hidden)),
+                               public_output=why)
         for tf in tests
     }
 
@@ -290,7 +398,8 @@ def _prepare_workdir(base: Path, notebook: Path, ag: Autograder, uid: int | None
     work.mkdir()
     shutil.copy(notebook, work / notebook.name)
     for item in ag.public_files():
-        dest = work / item.name
+        dest = work / item.relative_to(ag.files)  # chaffs/public/x.py stays chaffs/public/x.py
+        dest.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if item.is_dir() else shutil.copy)(item, dest)
     if uid is not None:
         for root, dirs, files in os.walk(work):
@@ -363,6 +472,9 @@ def grade(
             cells, notebook = read_cells(Path(submission))
         except InvalidSubmission as e:
             return finish("invalid-notebook", str(e), _zero(tests))
+        wrong = wrong_assignment(notebook, ag)
+        if wrong:
+            return finish("wrong-assignment", wrong, _zero(tests, "not graded: wrong assignment"))
 
         with sandbox.sandbox_uid() as uid:
             work = _prepare_workdir(base, notebook, ag, uid)
@@ -444,10 +556,7 @@ def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadlin
                 questions[tf.name].output = f"not graded: {e}"
                 continue
             if tf.test_case_results:
-                questions[tf.name] = QuestionScore(
-                    tf.name, float(tf.score), float(tf.possible), tf.summary(),
-                    hidden=not tf.all_public,
-                )
+                questions[tf.name] = question_score(tf)
     finally:
         _MATERIAL.reset(token)
     return questions, status, message
