@@ -336,7 +336,7 @@ def wheel_from_installed(into: Path) -> Path:
     package = Path(__file__).resolve().parent
     try:
         dist = distribution("reprokit")
-        metadata = dist.read_text("METADATA")
+        metadata = dist.read_text("METADATA") or dist.read_text("PKG-INFO")  # wheel or egg-info
     except PackageNotFoundError:
         metadata = None
     if not metadata:
