@@ -161,7 +161,7 @@ def test_attack_through_gradescope_entry_point(name: str, built: dict[str, Path]
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == 0.0, results
     graded = {t["name"]: t for t in results["tests"] if "max_score" in t and t["max_score"]}
-    assert set(graded) == {"q1", "q2"}
+    assert {t["extra_data"]["question"] for t in graded.values()} == {"q1", "q2"}
     assert all(t["score"] == 0.0 for t in graded.values())
     assert not (root / "source" / "tests" / "q9.py").exists()
 
