@@ -179,8 +179,10 @@ def test_blank_submission_shows_each_public_result_to_the_student(tmp_path: Path
     public = [t for t in results["tests"] if t["visibility"] == "visible" and t.get("max_score")]
     assert [t["name"] for t in public] == ["q1: public tests"]
     # the public test's own failure message, as the student saw it locally with grader.check
-    assert "test_result_is_a_number" in public[0]["output"] and public[0]["status"] == "failed"
+    assert "is the answer still `...`?" in public[0]["output"] and public[0]["status"] == "failed"
+    assert "q1 - 2" not in public[0]["output"]  # Otter's name for the hidden case
     hidden = [t for t in results["tests"] if t["name"] == "q1: hidden tests"][0]
-    assert "tiny_hidden_marker" not in hidden["output"]  # show_hidden is false for this level
+    assert hidden["visibility"] == "after_due_date" and hidden["score"] == 0
+    assert "mean of [1, 2, 3, 6]" not in hidden["output"]  # show_hidden is false for this level
     instructors = [t for t in results["tests"] if t["visibility"] == "hidden"]
     assert instructors and "isolation layers:" in instructors[0]["output"]
