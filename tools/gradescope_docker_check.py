@@ -37,6 +37,27 @@ from pathlib import Path
 BASE = "reprokit/bookworm-debootstrap"
 MIRROR = "http://deb.debian.org/debian"
 MODES = {"default": [], "privileged": ["--privileged"], "no-network": ["--network", "none"]}
+#: Linux capability names by number (capability.h), to name what a nested host lacks
+CAPABILITIES = (
+    "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
+    "NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO "
+    "SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME "
+    "SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG "
+    "WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE").split()
+
+
+def privileged_fallback() -> list[str]:
+    """``--privileged`` minus what this machine cannot grant: inside a container that lacks a
+    capability (CAP_SYS_RESOURCE, say) runc refuses ``--privileged`` ("unable to apply caps");
+    this asks for every capability the machine has, without seccomp or AppArmor."""
+    bounding = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            bounding = int(line.split()[1], 16)
+    missing = [name for bit, name in enumerate(CAPABILITIES) if not bounding >> bit & 1]
+    flags = ["--cap-add", "ALL", "--security-opt", "seccomp=unconfined",
+             "--security-opt", "apparmor=unconfined"]
+    return flags + [arg for name in missing for arg in ("--cap-drop", name)]
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -103,9 +124,17 @@ def grade_in_container(tag: str, notebook: Path, mode: str, timeout_s: int) -> t
         res.mkdir()
         shutil.copy(notebook, sub / notebook.name)
         t0 = time.monotonic()
-        proc = run(["docker", "run", "--rm", *MODES[mode], "-v", f"{sub}:/autograder/submission",
-                    "-v", f"{res}:/autograder/results", tag, "timeout", str(timeout_s),
-                    "/autograder/run_autograder"], check=False, capture_output=True, text=True)
+
+        def attempt(flags: list[str]) -> subprocess.CompletedProcess:
+            return run(["docker", "run", "--rm", *flags, "-v", f"{sub}:/autograder/submission",
+                        "-v", f"{res}:/autograder/results", tag, "timeout", str(timeout_s),
+                        "/autograder/run_autograder"], check=False, capture_output=True, text=True)
+
+        proc = attempt(MODES[mode])
+        if mode == "privileged" and proc.returncode == 125 and "apply caps" in proc.stderr:
+            print("--privileged refused on this (nested) host; retrying with every capability "
+                  "it has, seccomp and AppArmor off", flush=True)
+            proc = attempt(privileged_fallback())
         seconds = time.monotonic() - t0
         print(proc.stdout[-1500:] + proc.stderr[-1500:], flush=True)
         path = res / "results.json"
