@@ -183,7 +183,7 @@ def test_qa_gate_passes_tiny_paper_with_full_reference_and_blank_zero(tmp_path: 
         assert report.possible == 2
         assert report.reference_score == report.possible
         assert report.blank_score == 0
-        assert 0 < report.reference_time_s <= report.time_budget_s
+        assert 0 < report.reference_cpu_s <= report.time_budget_s
         assert report.verdict == "ok"
 
 

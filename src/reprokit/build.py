@@ -17,7 +17,7 @@ For each master notebook ``NN-<level>.ipynb`` of a paper folder, :func:`build`
    (``reprokit/templates/autograder``). Entries are sorted and
    stamped 1980-01-01, so rebuilding unchanged sources gives the same bytes;
 4. runs the QA gate with :func:`reprokit.grading.grade` on the built zip: the reference
-   solution scores 100 % within the time budget, the blank student notebook scores 10 %
+   solution scores 100 % within the time budget (in CPU-seconds), the blank student notebook scores 10 %
    or less, and no hidden test text and no hidden material (chaffs, wheats) appears
    anywhere under ``student/``.
 
@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from reprokit import cputime
 
 LEVEL_NUMBERS = ("01", "02", "03", "04", "05", "06")
 BLANK_MAX_FRACTION = 0.10
@@ -520,7 +522,8 @@ class LevelReport:
     reference_score: float = 0.0
     possible: float = 0.0
     blank_score: float = 0.0
-    reference_time_s: float = 0.0
+    reference_time_s: float = 0.0  # wall-clock seconds, for information
+    reference_cpu_s: float = 0.0  # CPU-seconds of the reference's processes: what the budget counts
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
     zip_bytes: int = 0
     problems: list[str] = field(default_factory=list)
@@ -693,7 +696,7 @@ def qa_level(build: LevelBuild, paper_dir: Path) -> LevelReport:
     level = build.level
     ref = grade(build.solution, build.zipfile)
     report.reference_score, report.possible = ref.score, ref.possible
-    report.reference_time_s = ref.duration_s
+    report.reference_time_s, report.reference_cpu_s = ref.duration_s, ref.cpu_s
     m = _CELL_ERROR.search(ref.message or "")
     if m:
         cell, question, _ = locate_code_cell(build.master, build.solution, int(m.group(1)))
@@ -702,7 +705,7 @@ def qa_level(build: LevelBuild, paper_dir: Path) -> LevelReport:
                          hint="run the master notebook top to bottom in Jupyter and fix that cell")
     if ref.status != "graded":
         report.problems.append(f"{level}: the reference solution was not graded ({ref.status}): "
-                               f"{ref.message}")
+                               f"{ref.message}" + cputime.busy_note(ref.cpu_s, ref.duration_s))
     for q in ref.questions.values():
         if q.score < q.possible - 1e-9:
             first = (q.output or "").strip().splitlines()
@@ -711,9 +714,12 @@ def qa_level(build: LevelBuild, paper_dir: Path) -> LevelReport:
                                    f"{q.score:g}/{q.possible:g} (expected full marks): {why}")
     if ref.possible <= 0:
         report.problems.append(f"{level}: the autograder has no points to earn")
-    if ref.status == "graded" and ref.duration_s > budget:
-        report.problems.append(f"{level}: the reference took {ref.duration_s:.1f} s, over the time "
-                               f"budget of {budget:g} s (paper.yaml time_budget_s)")
+    if ref.status == "graded" and ref.cpu_s > budget:
+        report.problems.append(f"{level}: the reference used {ref.cpu_s:.1f} CPU-seconds "
+                               f"({ref.duration_s:.1f} s wall), over the time budget of {budget:g} "
+                               "CPU-seconds (paper.yaml time_budget_s)"
+                               + cputime.busy_note(ref.cpu_s, ref.duration_s))
+
     blank = grade(build.student, build.zipfile)
     report.blank_score = blank.score
     if ref.possible > 0 and blank.score > BLANK_MAX_FRACTION * ref.possible + 1e-9:
@@ -811,8 +817,8 @@ def qa_table(result: BuildResult) -> Any:
 
     table = Table(title=f"reprokit build {result.paper}: QA ({result.duration_s:.1f} s)",
                   caption="qs: questions; reference/blank: score of the reference solution and of "
-                          "the blank notebook; time: reference run / budget")
-    for col in ("level", "qs", "reference", "blank", "time", "zip", "verdict"):
+                          "the blank notebook; cpu: the reference's CPU-seconds / budget; wall: its wall time")
+    for col in ("level", "qs", "reference", "blank", "cpu", "wall", "zip", "verdict"):
         table.add_column(col, justify="left" if col in ("level", "verdict") else "right",
                          no_wrap=True)
     for r in result.reports:
@@ -820,10 +826,11 @@ def qa_table(result: BuildResult) -> Any:
         if r.qa:
             ref = f"{r.reference_score:g}/{r.possible:g}"
             blank = f"{r.blank_score:g}/{r.possible:g}"
-            secs = f"{r.reference_time_s:.1f}/{r.time_budget_s:g} s"
+            secs = f"{r.reference_cpu_s:.1f}/{r.time_budget_s:g} s"
+            wall = f"{r.reference_time_s:.1f} s"
         else:
-            ref = blank = secs = "-"
-        table.add_row(r.level, str(r.questions), ref, blank, secs, f"{r.zip_bytes / 1024:.0f} KiB",
+            ref = blank = secs = wall = "-"
+        table.add_row(r.level, str(r.questions), ref, blank, secs, wall, f"{r.zip_bytes / 1024:.0f} KiB",
                       f"[{style}]{r.verdict}[/{style}]")
     return table
 

@@ -11,6 +11,11 @@ The policy on budgets: a notebook that does not finish executing within its time
 budget, or that runs out of memory, scores zero on every question (status
 ``timeout`` / ``out-of-memory``), so blowing the budget never keeps earlier credit.
 ``possible`` always comes from the autograder, never from what ran.
+
+Budgets count CPU-seconds of the submission's own processes
+(:mod:`reprokit.cputime`), not wall time, so a grade does not depend on how busy the
+machine is; wall time is only a safety net (:data:`reprokit.cputime.WALL_FACTOR`
+times the CPU budget). :func:`limits` is the one place the defaults come from.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 import click
 
-from reprokit import sandbox
+from reprokit import cputime, sandbox
 
 STATUSES = ("graded", "timeout", "out-of-memory", "error", "invalid-notebook", "wrong-assignment")
 MANIFEST = "reprokit.json"
@@ -107,6 +112,7 @@ class GradeResult:
     duration_s: float
     message: str = ""
     fingerprint: dict = field(default_factory=dict)
+    cpu_s: float = 0.0  # CPU-seconds of the submission's processes (what budgets count)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -426,6 +432,20 @@ def warm_up() -> None:
         sandbox.template()
 
 
+def limits(time_budget_s: float) -> tuple[float, float]:
+    """The default CPU-second limits for an assignment whose notebook should take
+    ``time_budget_s``: (the whole submission, each question). Four times the budget for
+    the whole (at least 240 s), twice for each question (at least 60 s): room for a
+    slower but honest solution, and a hang still ends."""
+    return max(240.0, 4 * time_budget_s), max(60.0, 2 * time_budget_s)
+
+
+#: the help text of ``--timeout`` in ``reprokit grade`` and ``reprokit regrade``
+TIMEOUT_HELP = ("CPU-seconds the submission's processes may spend in all (default: 4x the "
+                "assignment's time_budget_s, at least 240; each question 2x, at least 60). Wall "
+                f"time is capped at {cputime.WALL_FACTOR:g}x as a safety net.")
+
+
 def grade(
     submission: str | Path,
     autograder: str | Path,
@@ -436,12 +456,12 @@ def grade(
 ) -> GradeResult:
     """Grade ``submission`` with ``autograder`` (a built zip or an extracted folder).
 
-    ``timeout_s`` bounds the whole submission (default: four times the assignment's
-    budget, at least 240 s); ``question_timeout_s`` bounds each test file (default:
-    twice the budget, at least 60 s): a question that hangs scores zero and the others are
-    still graded. Never raises for a bad submission: its status says what went wrong and every
-    question it could not earn scores zero. Raises :class:`AutograderError` when the
-    autograder itself is unusable.
+    ``timeout_s`` bounds the CPU-seconds of the whole submission and ``question_timeout_s``
+    those of each test file (defaults: :func:`limits`); wall time is bounded at
+    :data:`reprokit.cputime.WALL_FACTOR` times each. A question that hangs scores zero and
+    the others are still graded. Never raises for a bad submission: its status says what
+    went wrong and every question it could not earn scores zero. Raises
+    :class:`AutograderError` when the autograder itself is unusable.
     """
     sandbox.template()  # start (once per process) before the submission's clock starts
     t0 = time.monotonic()
@@ -452,20 +472,26 @@ def grade(
         private.mkdir(mode=0o700)
         ag = load_autograder(autograder, private)
         tests = _load_tests(ag)
-        budget = timeout_s if timeout_s is not None else max(240.0, 4 * ag.time_budget_s)
-        deadline = t0 + budget
+        total_cpu, question_cpu = limits(ag.time_budget_s)
+        if timeout_s is not None:
+            total_cpu = timeout_s
+        if question_timeout_s is not None:
+            question_cpu = question_timeout_s
+        wall_deadline = t0 + cputime.WALL_FACTOR * total_cpu
 
         isolation: list[str] = []
+        zygote: sandbox.Zygote | None = None
 
         def finish(status: str, message: str, questions: dict[str, QuestionScore]) -> GradeResult:
             fp = _fingerprint(ag.seed)
             fp["isolation"] = isolation
+            cpu = zygote.cpu_seconds() if zygote is not None else 0.0
             return GradeResult(
                 status=status, questions=questions,
                 score=float(sum(q.score for q in questions.values())),
                 possible=float(sum(q.possible for q in questions.values())),
                 duration_s=round(time.monotonic() - t0, 3), message=message,
-                fingerprint=fp,
+                fingerprint=fp, cpu_s=round(cpu, 3),
             )
 
         try:
@@ -478,11 +504,11 @@ def grade(
 
         with sandbox.sandbox_uid() as uid:
             work = _prepare_workdir(base, notebook, ag, uid)
-            limits = sandbox.Limits(memory_mb=memory_mb)
-            zygote = sandbox.Zygote(work, cells, uid=uid, seed=ag.seed, limits=limits)
+            limits_ = sandbox.Limits(memory_mb=memory_mb)
+            zygote = sandbox.Zygote(work, cells, uid=uid, seed=ag.seed, limits=limits_)
             try:
                 try:
-                    report = zygote.execute(deadline - time.monotonic())
+                    report = zygote.execute(total_cpu, wall_deadline - time.monotonic())
                 except sandbox.GradingTimeout as e:
                     return finish("timeout", f"{e}; every question scores zero", _zero(tests))
                 except sandbox.ProtocolViolation as e:
@@ -493,8 +519,8 @@ def grade(
                     where = next((er["cell"] for er in report.errors if er["type"] == "MemoryError"), "?")
                     return finish("out-of-memory", f"code cell {where} ran out of memory (limit "
                                   f"{memory_mb} MB); every question scores zero", _zero(tests))
-                questions, status, message = _run_tests(zygote, tests, ag, deadline,
-                                                        question_timeout_s)
+                questions, status, message = _run_tests(zygote, tests, ag, total_cpu, question_cpu,
+                                                        wall_deadline)
                 if report.errors and status == "graded":
                     first = report.errors[0]
                     message = (f"{len(report.errors)} cell(s) raised; first: code cell {first['cell']}"
@@ -526,25 +552,30 @@ def _deterministic(seed: int | None):
         settings.load_profile(previous)
 
 
-def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadline: float,
-               question_timeout_s: float | None) -> tuple[dict[str, QuestionScore], str, str]:
+def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, total_cpu: float,
+               question_cpu: float, wall_deadline: float
+               ) -> tuple[dict[str, QuestionScore], str, str]:
     questions = _zero(tests)
     status, message = "graded", ""
     token = _MATERIAL.set(ag.files)
     try:
         for tf in tests:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            cpu_left = total_cpu - zygote.cpu_seconds()
+            wall_left = wall_deadline - time.monotonic()
+            if cpu_left <= 0 or wall_left <= 0:
                 # Blowing the whole budget never keeps earlier credit.
+                spent = (f"{total_cpu:.0f} CPU-seconds" if cpu_left <= 0 else
+                         f"{cputime.WALL_FACTOR * total_cpu:.0f} s of wall time")
                 return _zero(tests), "timeout", (
-                    "the time budget ran out before every question was graded; every question "
-                    "scores zero")
-            per_question = min(remaining, question_timeout_s or max(60.0, 2 * ag.time_budget_s))
+                    f"the submission's budget ({spent}) ran out before every question was "
+                    "graded; every question scores zero")
+            per_question = min(cpu_left, question_cpu)
             if zygote.dead:
                 questions[tf.name].output = "not graded: the submission's process was lost"
                 continue
             try:
-                with zygote.session(per_question) as session, _deterministic(ag.seed):
+                with zygote.session(per_question, min(wall_left, cputime.WALL_FACTOR * per_question)) \
+                        as session, _deterministic(ag.seed):
                     env = sandbox.proxy_environment(session, _test_names(tf))
                     tf.run(env)
             except sandbox.GradingTimeout as e:
@@ -571,8 +602,7 @@ def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadlin
               help="A built autograder zip (or its extracted folder).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Write the result as JSON here.")
-@click.option("--timeout", "timeout_s", type=float, default=None,
-              help="Seconds for the whole submission (default: 4x the assignment budget, >= 240).")
+@click.option("--timeout", "timeout_s", type=float, default=None, help=TIMEOUT_HELP)
 @click.option("--memory-mb", type=int, default=4096, show_default=True, help="Memory cap.")
 def grade_command(submission: Path, autograder: Path, output: Path | None,
                   timeout_s: float | None, memory_mb: int) -> None:
