@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a folder holding the torch wheel (REPROKIT_TORCH_INDEX for setup.sh)")
     parser.add_argument("--ca-bundle", type=Path, default=os.environ.get("PIP_CERT") or None,
                         help="CA certificates pip inside the build must trust (default: $PIP_CERT)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="keep each results.json here as <mode>-<notebook>.json")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per submission")
     args = parser.parse_args(argv)
     if args.base == BASE:
@@ -186,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             notebook, expect = item.rsplit("=", 1)
             rc, results, seconds = grade_in_container(tag, Path(notebook), mode, args.timeout)
             why = verdict(expect, rc, results)
+            if args.out is not None:
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / f"{mode}-{Path(notebook).stem}.json").write_text(json.dumps(results, indent=2))
             failures += bool(why)
             rows.append((mode, Path(notebook).name, expect, rc, results.get("score"),
                          sum(t.get("max_score") or 0 for t in results.get("tests", [])),
