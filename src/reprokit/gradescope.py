@@ -23,6 +23,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from reprokit import sandbox
 from reprokit.grading import GradeResult, grade
 
 #: exit status of ``run_autograder`` when the autograder itself failed
@@ -43,7 +44,9 @@ def failure_results(error: BaseException) -> dict:
             {"name": "Autograder failure", "output": STAFF_NOTICE, "visibility": "visible",
              "status": "failed"},
             {"name": "Autograder failure: details (instructors only)", "visibility": "hidden",
-             "output": f"{type(error).__name__}: {error}\n\n{details[-8000:]}"},
+             "output": f"{type(error).__name__}: {error}\n\nisolation layers: not known (the "
+                       f"grader failed before the sandbox reported them; grader running as root: "
+                       f"{sandbox.can_drop_privileges()})\n\n{details[-8000:]}"},
         ],
         "extra_data": {"reprokit_status": "autograder-error"},
     }
