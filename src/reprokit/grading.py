@@ -160,7 +160,7 @@ class GradeResult:
                           "visibility": "visible", "status": "failed", "output": self.message})
         for q in self.questions.values():
             hidden_possible = round(q.possible - q.public_possible, 5)
-            if q.public_possible > 0 or hidden_possible <= 0:
+            if q.public_possible > 0 or q.public_output or hidden_possible <= 0:
                 passed = q.public_score >= q.public_possible - 1e-9
                 tests.append({"name": f"{q.name}: public tests", "score": round(q.public_score, 5),
                               "max_score": round(q.public_possible, 5), "visibility": "visible",
