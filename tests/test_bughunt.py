@@ -360,15 +360,19 @@ def test_summary_names_public_chaffs_and_hides_hidden_ones(toy):
     assert "score: 0" in hidden
 
 
-def test_remote_tests_are_dispatched_to_their_session(toy):
+def test_remote_tests_are_dispatched_to_their_session_as_compiled_code(toy):
     _, files = toy
     calls = []
 
     class Session:
-        def run_tests_against(self, tests, source, timeout_s):
-            calls.append((sorted(tests), "def double" in source, timeout_s))
-            return {name: {"status": "failed" if "3 * x" in source else "passed", "message": "m"}
+        def run_tests_against(self, tests, code, timeout_s):
+            impl = bughunt.load_compiled(code)
+            calls.append((sorted(tests), type(code), timeout_s))
+            return {name: {"status": "failed" if impl.double(1) == 3 else "passed", "message": "m"}
                     for name in tests}
+
+        def tests_digest(self, tests):
+            return "digest-" + ",".join(sorted(tests))
 
     class Remote:
         def __init__(self, name):
@@ -378,7 +382,7 @@ def test_remote_tests_are_dispatched_to_their_session(toy):
     session = Session()
     report = bughunt.hunt({"test_a": Remote("test_a"), "test_b": Remote("test_b")},
                           [files["wheat"]], [files["triple"]], timeout_s=7)
-    assert calls == [(["test_a", "test_b"], True, 7)] * 2
+    assert calls == [(["test_a", "test_b"], bytes, 7)] * 2
     assert report.caught == {"hidden chaff 1": ["test_a", "test_b"]}
     assert report.score(1) == 1.0
 
@@ -386,8 +390,8 @@ def test_remote_tests_are_dispatched_to_their_session(toy):
 def test_a_runner_that_crashes_is_an_error_for_that_implementation(toy):
     _, files = toy
 
-    def runner(names, source):
-        if "3 * x" in source:
+    def runner(names, code):
+        if bughunt.load_compiled(code).double(1) == 3:
             raise RuntimeError("the tests crashed the process")
         return {n: {"status": "passed", "message": ""} for n in names}
 
@@ -424,8 +428,8 @@ def test_cache_reuses_outcomes_for_the_same_tests_and_source(toy):
     _, files = toy
     calls = []
 
-    def runner(names, source):
-        calls.append(source)
+    def runner(names, code):
+        calls.append(code)
         return {n: {"status": "passed", "message": ""} for n in names}
 
     tests = {"test_double": test_double}
