@@ -32,7 +32,7 @@ def test_no_planted_bug_in_any_frame(implementation):
                     raise AssertionError("found the chaff's explanation")
         frame = frame.f_back
 '''},
-    "order-and-shared-state": {"defence": "fresh work dir per run, secret order", "before": 9,
+    "order-and-shared-state": {"defence": "fresh work dir per run, secret order", "before": 8,
                                "after": 0, "cell": '''
 def test_counter_in_the_work_dir(implementation):
     import os
@@ -50,6 +50,7 @@ def test_no_patched_functions(implementation):
             assert not value.__code__.co_filename.startswith("<patched"), value.__name__
 '''},
     "exfiltrate-to-dev-shm": {"defence": "compiled implementations, per-run sweep", "before": 0,
+                              # before: all 11 hidden sources left in /dev/shm; after: none
                               "after": 0, "cell": '''
 def test_copy_everything_out(implementation):
     import gc, hashlib, marshal, os, sys, types
@@ -96,7 +97,7 @@ def test_no_planted_bug_in_memory(implementation):
                 if isinstance(v, str) and "The planted bug" in v and "implementation = derive(" in v:
                     raise AssertionError("a chaff's source is in memory")
 '''},
-    "small-edit-of-the-authors-code": {"defence": "twin wheats", "before": None, "after": 0,
+    "small-edit-of-the-authors-code": {"defence": "twin wheats", "before": 7, "after": 0,
                                        "cell": '''
 def test_not_a_small_edit_of_the_authors_code(implementation):
     # A chaff is the authors' function with a one-line edit; a correct alternative is a
@@ -122,7 +123,7 @@ def test_not_a_small_edit_of_the_authors_code(implementation):
         assert similarity < 0.8, f"{name} is a small edit of the authors' code ({similarity:.2f})"
 '''},
     "counter-in-a-daemon-process": {"defence": "fresh fork per run, no processes outlive it",
-                                    "before": 9, "after": 0, "cell": '''
+                                    "before": 8, "after": 0, "cell": '''
 def test_counter_in_a_daemon(implementation):
     import os, socket, time
     address = "\\0reprokit-bughunt-counter"
@@ -162,7 +163,7 @@ def test_counter_in_a_daemon(implementation):
     # the notebook's own hunt (4 runs), then the authors' code and three wheats; then chaffs
     assert seen < 8, "the rest are chaffs"
 '''},
-    "counter-in-tmp": {"defence": "fresh /tmp per run", "before": 9, "after": 0, "cell": '''
+    "counter-in-tmp": {"defence": "fresh /tmp per run", "before": 8, "after": 0, "cell": '''
 def test_counter_in_tmp(implementation):
     import os
     path = "/tmp/.reprokit-seen"
@@ -171,7 +172,7 @@ def test_counter_in_tmp(implementation):
     # the notebook's own hunt (4 runs), then the authors' code and three wheats; then chaffs
     assert seen < 8, "the rest are chaffs"
 '''},
-    "run-index-from-the-clock": {"defence": "secret per-submission order", "before": None,
+    "run-index-from-the-clock": {"defence": "secret per-submission order", "before": 9,
                                  "after": 0, "cell": '''
 def test_run_index_from_the_clock(implementation):
     # No files, no processes: each run lasts one second, so the time since the process that

@@ -22,8 +22,8 @@ from pathlib import Path
 import nbformat
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from attacks import ATTACKS, EXAMPLE, HONEST  # noqa: E402
+sys.path.insert(0, str(HERE.parent))
+from bughunt_attacks.attacks import ATTACKS, EXAMPLE, HONEST  # noqa: E402
 
 ANSWER_MARK = "def test_mlp_gives_one_logit_per_class"
 
