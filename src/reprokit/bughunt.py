@@ -9,12 +9,17 @@ caught earns credit.
 
 * :func:`derive` writes a chaff in a few lines: the base module with one function
   replaced, rebound so the base's internal calls see the replacement.
-* :func:`load_implementation` executes an implementation's source in a fresh module
-  with a neutral name, so a test cannot learn which file it runs against.
+* :func:`compile_implementation` turns a wheat or chaff file into anonymous bytecode in the
+  trusted process: one flat module, no docstrings, comments, file name or line numbers;
+  :func:`load_compiled` runs it in the process that runs the tests. Behaviour is all a
+  test can tell apart (see docs/security.md, "Level 4").
 * :func:`run_tests_against` calls each test with reprokit's fixtures, seeded, under a
   wall-clock limit, and returns plain outcomes.
 * :func:`hunt` runs the tests against every wheat and chaff, each in its own forked
-  process, and returns a :class:`HuntReport` (``score``, ``summary``).
+  process with fresh folders (:func:`enter_fresh_run`), in an order drawn per submission
+  (:func:`draw_order`), and returns a :class:`HuntReport` (``score``, ``summary``).
+* :func:`load_implementation` executes a file's source as it stands, for use outside
+  grading.
 
 Tests are written as under pytest with reprokit's plugin (``def test_x(implementation,
 tiny_digits): ...``), so the same function runs with
