@@ -679,3 +679,21 @@ def test_each_run_starts_in_fresh_empty_folders_and_nothing_carries_over(toy):
                           [files["triple"], files["quad"]])
     assert all(r.failing() == [] for r in report.results), report.summary()
     assert "REPROKIT_TRACE" not in os.environ
+
+
+def test_every_wheat_returns_the_split_statistics_the_authors_document(zhang: Path):
+    """``Splits.mean``/``std`` standardise a raw image (the authors' docstring; level 1 uses them),
+    so a correct test that relies on them must pass on every wheat."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    raw = torch.tensor(load_digits().data, dtype=torch.float32)
+    wheats, _, _ = _material(zhang)
+    for path in [zhang / "authors" / "randlabels.py", *wheats]:
+        impl = bughunt.load_compiled(bughunt.compile_implementation(path))
+        split = impl.load_digits_split(seed=0, n_train=200)
+        assert split.mean is not None and split.std is not None, path.name
+        assert split.mean.shape == split.std.shape == (64,), path.name
+        order = torch.from_numpy(__import__("numpy").random.default_rng(0).permutation(len(raw)))
+        first_train = raw[order[int(round(0.25 * len(raw)))]]
+        assert torch.allclose((first_train - split.mean) / split.std, split.X_train[0], atol=1e-5), path.name

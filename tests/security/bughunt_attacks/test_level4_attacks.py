@@ -72,3 +72,28 @@ def test_public_output_names_no_hidden_material(level: dict[str, Path], tmp_path
         title = bughunt.display_name(tmp_path / "ag" / name)
         assert title not in visible, f"the public output names hidden {name}"
     assert result.questions["q1"].score == 0.0
+
+
+PINS_THE_AUTHORS = '''
+def test_labels_are_exactly_the_authors(implementation):
+    from authors import randlabels
+
+    y = torch.arange(300) % 10
+    expected = randlabels.corrupt_labels(y, 0.5, seed=5)
+    assert torch.equal(implementation.corrupt_labels(y, 0.5, seed=5), expected), "other labels"
+'''
+
+
+def test_public_point_is_the_same_under_check_and_grade(level: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    """A suite that passes the authors' code and catches a public chaff but pins the authors'
+    exact labels: the public point (what its text says) in both, no hidden point."""
+    from reprokit.check import check_notebook
+
+    student_dir = tmp_path / "student"
+    shutil.copytree(level["student"].parent, student_dir)
+    nb = submission(level["student"], PINS_THE_AUTHORS, student_dir / level["student"].name)
+    checked = next(c for c in check_notebook(nb, question="q1") if c.name == "q1")
+    result = grade(nb, level["zip"], timeout_s=1800, question_timeout_s=1500)
+    assert (checked.score, checked.possible) == (1.0, 1.0), checked.message
+    assert result.questions["q1"].score == 1.0, result.questions["q1"].output
