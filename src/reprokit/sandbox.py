@@ -294,6 +294,7 @@ class Session:
         self.timeout_s = timeout_s
         self.closed = False
         self._callbacks: dict[int, Any] = {}
+        self._runners: set[int] = set()  # bug-hunt runners this session has had
 
     # -- plumbing
     def _request(self, message: dict, doing: str) -> dict:
@@ -403,10 +404,13 @@ class Session:
             return self._bughunt_finish(msg, None, "the bug-hunt run did not start")
         pid = msg.get("pid")
         info = _ppid_and_uid(pid) if type(pid) is int else None
-        if info is None or info[0] != self.pid:
+        # A runner that lingers could pose as the next one and see two implementations: the
+        # code goes only to a child of the session that never had any before.
+        if info is None or info[0] != self.pid or pid in self._runners:
             self.closed = True
             self._kill_fork()
             raise ProtocolViolation("the submission answered a bug-hunt request with something else")
+        self._runners.add(pid)
         wire.send(self.zygote.sock, {"code": base64.b64encode(code).decode("ascii")})
         try:
             msg = self._bughunt_recv(limit, "running your tests on an implementation")

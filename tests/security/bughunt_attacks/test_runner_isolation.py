@@ -17,16 +17,17 @@ from reprokit import bughunt, sandbox
 
 CELLS = ['''
 import os, sys, tempfile
+TOKEN = "reprokit-trace-" + os.urandom(6).hex()
 
 def test_starts_clean_and_leaves_traces(implementation):
     assert os.listdir(".") == [], f"work dir holds {os.listdir('.')}"
     assert os.listdir(tempfile.gettempdir()) == [], "TMPDIR is not empty"
     for place in ("/tmp", "/dev/shm"):
-        mine = [n for n in os.listdir(place) if n.startswith("reprokit-trace")]
+        mine = [n for n in os.listdir(place) if n.startswith(TOKEN)]
         assert mine == [], f"{place} holds {mine} from an earlier run"
     for place in (".", tempfile.gettempdir(), "/tmp", "/dev/shm"):
         try:
-            open(os.path.join(place, f"reprokit-trace-{os.getpid()}"), "w").write("x")
+            open(os.path.join(place, f"{TOKEN}-{os.getpid()}"), "w").write("x")
         except OSError:
             pass
 
@@ -53,6 +54,22 @@ def test_add(implementation):
     assert implementation.add(2, 2) == 4
 
 TESTS = {k: v for k, v in dict(globals()).items() if k.startswith("test_")}
+
+def test_poses_as_the_next_runner(implementation):
+    # forge this run's outcomes and the session's "done", then answer the next request
+    # as if this process were a fresh runner, to see a second implementation
+    from reprokit import wire
+    frame = sys._getframe(1)
+    while frame is not None and "conn" not in frame.f_locals:
+        frame = frame.f_back
+    conn = frame.f_locals["conn"]
+    wire.send(conn, {"op": "bughunt_outcomes",
+                     "value": {"test_poses_as_the_next_runner": {"status": "passed", "message": ""}}})
+    wire.send(conn, {"op": "result", "value": "bughunt_done"})
+    wire.recv(conn)
+    wire.send(conn, {"op": "bughunt_ready", "pid": os.getpid()})
+    wire.recv(conn)
+    open("/tmp/reprokit-second-implementation-seen", "w").write("x")
 ''']
 
 WHEAT = '"""Adds, a wheat whose docstring the tests must never see."""\ndef add(a, b):\n    return a + b\n'
@@ -80,13 +97,13 @@ def test_runners_start_fresh_see_no_source_and_leave_nothing(zygote: sandbox.Zyg
     for name, text in (("w1", WHEAT), ("w2", WHEAT + "\n"), ("c", CHAFF)):
         (tmp_path / f"{name}.py").write_text(text)
     with zygote.session(120) as s:
-        tests = s.lookup(["TESTS"])["TESTS"]
-        report = bughunt.hunt(tests, [tmp_path / "w1.py", tmp_path / "w2.py"], [tmp_path / "c.py"],
-                              timeout_s=20)
+        env = s.lookup(["TESTS", "TOKEN"])
+        report = bughunt.hunt(env["TESTS"], [tmp_path / "w1.py", tmp_path / "w2.py"],
+                              [tmp_path / "c.py"], timeout_s=20)
     assert report.wheat_failures == [], report.summary()
     assert report.caught == {"hidden chaff 1": ["test_add"]}, report.summary()
     if sandbox.can_drop_privileges():  # inside the jail the runs' traces are swept
-        assert [n for n in os.listdir("/dev/shm") if n.startswith("reprokit-trace")] == []
+        assert [n for n in os.listdir("/dev/shm") if n.startswith(env["TOKEN"])] == []
 
 
 def test_order_is_drawn_from_the_submissions_tests(zygote: sandbox.Zygote) -> None:
@@ -96,3 +113,14 @@ def test_order_is_drawn_from_the_submissions_tests(zygote: sandbox.Zygote) -> No
         first, again = remote.tests_digest(tests), remote.tests_digest(tests)
         fewer = remote.tests_digest({"test_add": tests["test_add"]})
     assert first == again and first != fewer
+
+
+def test_a_runner_cannot_pose_as_the_next_one(zygote: sandbox.Zygote, tmp_path: Path) -> None:
+    for name, text in (("w1", WHEAT), ("w2", WHEAT + "\n")):
+        (tmp_path / f"{name}.py").write_text(text)
+    with zygote.session(120) as s:
+        tests = s.lookup(["test_poses_as_the_next_runner"])
+        report = bughunt.hunt(tests, [tmp_path / "w1.py", tmp_path / "w2.py"], [], timeout_s=20)
+    outcomes = [r.outcomes["test_poses_as_the_next_runner"] for r in report.results]
+    assert sorted(o["status"] for o in outcomes) == ["error", "passed"], outcomes
+    assert any("something else" in o["message"] for o in outcomes), outcomes
