@@ -697,3 +697,46 @@ def test_every_wheat_returns_the_split_statistics_the_authors_document(zhang: Pa
         order = torch.from_numpy(__import__("numpy").random.default_rng(0).permutation(len(raw)))
         first_train = raw[order[int(round(0.25 * len(raw)))]]
         assert torch.allclose((first_train - split.mean) / split.std, split.X_train[0], atol=1e-5), path.name
+
+
+def test_a_test_finds_nothing_of_the_hunt_above_it(toy):
+    """In the forked run (the path ``otter run`` takes) the callers' locals are gone: no list
+    of implementations, no kinds, no file names."""
+    _, files = toy
+    secret_paths = list(map(str, files.values()))
+    blobs = frozenset(map(bughunt.compile_implementation, files.values()))  # no closure on files
+
+    def test_walks_up(implementation):
+        import gc
+        import sys
+
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_locals is not frame.f_globals:
+                for name, value in frame.f_locals.items():
+                    parts = value if isinstance(value, (list, tuple)) else [value]
+                    for part in parts:
+                        assert part not in ("chaff", "wheat"), f"{name} = {part!r}: a kind"
+                        assert not (isinstance(part, tuple) and part[:1] in (("chaff",), ("wheat",)))
+                        assert getattr(part, "name", None) not in ("triple.py", "quad.py"), name
+                        assert not (isinstance(part, bytes) and part in blobs and len(parts) > 1)
+            frame = frame.f_back
+        from pathlib import Path
+
+        for obj in gc.get_objects():
+            if isinstance(obj, tuple) and obj[:1] in (("wheat",), ("chaff",)):
+                raise AssertionError(f"the hunt's list of implementations is in memory: {obj}")
+            if isinstance(obj, list) and len(obj) == 2 and all(isinstance(x, Path) for x in obj):
+                raise AssertionError(f"the caller's list of chaffs is in memory: {obj}")
+            if isinstance(obj, (list, dict)) and sum(
+                    x in blobs for x in (obj.values() if isinstance(obj, dict) else obj)
+                    if isinstance(x, bytes)) >= 2:
+                raise AssertionError("the other implementations' code is in memory")
+
+    def hunt_from_a_caller(wheat, triple, quad):
+        chaffs = [triple, quad]
+        return bughunt.hunt([test_walks_up], [wheat], chaffs)
+
+    report = hunt_from_a_caller(files["wheat"], files["triple"], files["quad"])
+    assert all(r.failing() == [] for r in report.results), report.summary()
+    assert secret_paths  # still here in the parent

@@ -937,6 +937,7 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], code: bytes, timeout_s
             os.close(r)
             os.setpgid(0, 0)
             sys.stdout = sys.stderr = io.StringIO()  # a kernel's streams belong to the parent
+            _forget_callers(sys._getframe(1))
             from reprokit.sandbox import one_thread_after_fork
 
             one_thread_after_fork()  # and parallel graders do not contend
@@ -981,6 +982,28 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], code: bytes, timeout_s
         return _all(names, "timeout", "the tests did not finish on this implementation in time "
                                       "and were stopped")
     return _parse_run(b"".join(chunks).decode(errors="replace"), names)
+
+
+def _forget_callers(frame: types.FrameType | None) -> None:  # pragma: no cover - in the child
+    """In a forked child that never returns: set the locals of ``frame`` and every frame
+    above it to None, and empty the compile and outcome caches, so a test that walks up its
+    stack (or asks ``gc``) finds none of the hunt (the other implementations, their kinds,
+    the files). Module-level frames keep their globals and closures their cells: the tests
+    need them."""
+    import ctypes
+
+    _COMPILED.clear()
+    _CACHE.clear()
+    while frame is not None:
+        if frame.f_locals is not frame.f_globals:
+            with contextlib.suppress(Exception):
+                shared = set(frame.f_code.co_cellvars) | set(frame.f_code.co_freevars)
+                values = frame.f_locals
+                for name in list(values):  # closures (tests defined there) keep their cells
+                    if name not in shared:
+                        values[name] = None
+                ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+        frame = frame.f_back
 
 
 def _parse_run(text: str, names: Sequence[str]) -> dict[str, Outcome]:
