@@ -189,6 +189,34 @@ def test_run_index_from_the_clock(implementation):
     time.sleep(max(0.0, mine + 0.95 - boot))
     assert index < 4, "the authors' code and three wheats run first; the rest are chaffs"
 '''},
+    # --- the limits: what the defences do not (and cannot) stop
+    "recognise-chaffs-by-their-files": {
+        "defence": "hidden files never in the sandbox (public chaffs are public)",
+        "before": None, "after": 1, "cell": '''
+import os
+ROOT = os.getcwd()
+
+
+def test_not_any_chaff_file_on_disk(implementation):
+    # Compile every chaff file that can be found the way the grader does and compare the
+    # bytecode. Only the public chaffs are there at grading: their point is lost to this;
+    # under plain `otter run` the hidden ones lie next to the notebook too (9/9 there).
+    import glob, types
+    from reprokit.bughunt import compile_implementation, load_compiled
+
+    def shape(module):
+        def code(c):
+            return (c.co_code, c.co_names, tuple(code(x) if isinstance(x, types.CodeType) else x
+                                                 for x in c.co_consts))
+        return {k: code(v.__code__) for k, v in vars(module).items()
+                if isinstance(v, types.FunctionType)}
+
+    mine = shape(implementation)
+    for path in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True):
+        if "planted bug" not in open(path).read().lower():
+            continue  # the authors' code, the wheats
+        assert shape(load_compiled(compile_implementation(path))) != mine, "a chaff"
+'''},
 }
 
 HONEST: dict[str, str] = {
