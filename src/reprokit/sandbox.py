@@ -882,8 +882,9 @@ def _isolated_bughunt(ns: dict, msg: dict, conn: socket.socket) -> Any:  # pragm
     import gc
 
     gc.callbacks.clear()
-    for sig in (signal.SIGCHLD, signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE):
+    for sig in (signal.SIGCHLD, signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # Python's own setting
     sweep = _run_sweeper()
     root = tempfile.mkdtemp(prefix="reprokit-run-")
     pid = os.fork()
