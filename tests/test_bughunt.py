@@ -716,7 +716,7 @@ def test_a_test_finds_nothing_of_the_hunt_above_it(toy):
                 for name, value in frame.f_locals.items():
                     parts = value if isinstance(value, (list, tuple)) else [value]
                     for part in parts:
-                        assert part not in ("chaff", "wheat"), f"{name} = {part!r}: a kind"
+                        assert not (isinstance(part, str) and part in ("chaff", "wheat")), name
                         assert not (isinstance(part, tuple) and part[:1] in (("chaff",), ("wheat",)))
                         assert getattr(part, "name", None) not in ("triple.py", "quad.py"), name
                         assert not (isinstance(part, bytes) and part in blobs and len(parts) > 1)
