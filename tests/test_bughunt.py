@@ -360,15 +360,19 @@ def test_summary_names_public_chaffs_and_hides_hidden_ones(toy):
     assert "score: 0" in hidden
 
 
-def test_remote_tests_are_dispatched_to_their_session(toy):
+def test_remote_tests_are_dispatched_to_their_session_as_compiled_code(toy):
     _, files = toy
     calls = []
 
     class Session:
-        def run_tests_against(self, tests, source, timeout_s):
-            calls.append((sorted(tests), "def double" in source, timeout_s))
-            return {name: {"status": "failed" if "3 * x" in source else "passed", "message": "m"}
+        def run_tests_against(self, tests, code, timeout_s):
+            impl = bughunt.load_compiled(code)
+            calls.append((sorted(tests), type(code), timeout_s))
+            return {name: {"status": "failed" if impl.double(1) == 3 else "passed", "message": "m"}
                     for name in tests}
+
+        def tests_digest(self, tests):
+            return "digest-" + ",".join(sorted(tests))
 
     class Remote:
         def __init__(self, name):
@@ -378,7 +382,7 @@ def test_remote_tests_are_dispatched_to_their_session(toy):
     session = Session()
     report = bughunt.hunt({"test_a": Remote("test_a"), "test_b": Remote("test_b")},
                           [files["wheat"]], [files["triple"]], timeout_s=7)
-    assert calls == [(["test_a", "test_b"], True, 7)] * 2
+    assert calls == [(["test_a", "test_b"], bytes, 7)] * 2
     assert report.caught == {"hidden chaff 1": ["test_a", "test_b"]}
     assert report.score(1) == 1.0
 
@@ -386,8 +390,8 @@ def test_remote_tests_are_dispatched_to_their_session(toy):
 def test_a_runner_that_crashes_is_an_error_for_that_implementation(toy):
     _, files = toy
 
-    def runner(names, source):
-        if "3 * x" in source:
+    def runner(names, code):
+        if bughunt.load_compiled(code).double(1) == 3:
             raise RuntimeError("the tests crashed the process")
         return {n: {"status": "passed", "message": ""} for n in names}
 
@@ -424,8 +428,8 @@ def test_cache_reuses_outcomes_for_the_same_tests_and_source(toy):
     _, files = toy
     calls = []
 
-    def runner(names, source):
-        calls.append(source)
+    def runner(names, code):
+        calls.append(code)
         return {n: {"status": "passed", "message": ""} for n in names}
 
     tests = {"test_double": test_double}
@@ -513,3 +517,227 @@ def test_reference_suite_catches_every_chaff_and_passes_every_wheat(zhang: Path)
     example = {"test_mlp_gives_one_logit_per_class": tests["test_mlp_gives_one_logit_per_class"]}
     blank = bughunt.hunt(example, wheats, public + hidden)
     assert blank.wheat_failures == [] and blank.score(1) == 0, blank.summary()
+
+
+# --------------------------------------------------------------------------- behaviour only
+
+
+def _functions(module) -> list:
+    """Every function an implementation exposes, methods of its classes included."""
+    import types
+
+    out = []
+    for value in vars(module).values():
+        if isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
+            out.append(value)
+        elif isinstance(value, type) and value.__module__ == module.__name__:
+            out += [v for v in vars(value).values() if isinstance(v, types.FunctionType)]
+    return out
+
+
+def _codes(code):
+    import types
+
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _codes(const)
+
+
+def test_compiled_implementations_carry_no_source_file_names_lines_or_docstrings(zhang: Path):
+    import marshal
+
+    wheats, public, hidden = _material(zhang)
+    for path in [zhang / "authors" / "randlabels.py", *wheats, *public, *hidden]:
+        blob = bughunt.compile_implementation(path)
+        assert b"planted" not in blob and path.stem.encode() not in blob, path.name
+        assert b"randlabels.py" not in blob and b"<patched" not in blob, path.name
+        impl = bughunt.load_compiled(blob)
+        assert impl.__doc__ == bughunt.NEUTRAL_DOC and impl.__file__ == "<implementation>"
+        assert "implementation" not in sys.modules or sys.modules["implementation"] is not impl
+        for fn in _functions(impl):
+            if Path(fn.__code__.co_filename).name in ("<string>", "dataclasses.py"):
+                continue  # made by dataclasses: alike in every implementation
+            assert fn.__doc__ is None, (path.name, fn.__name__)
+            for code in _codes(fn.__code__):
+                assert code.co_filename == "<implementation>", (path.name, fn.__name__)
+                assert {line for _, _, line in code.co_lines()} <= {1, None}, (path.name, fn.__name__)
+        assert isinstance(marshal.loads(blob), type(test_double.__code__))
+
+
+def test_compiled_code_behaves_like_the_derived_module(toy, zhang: Path):
+    import torch
+
+    _, files = toy
+    for name, expected in (("wheat", (10, 20)), ("triple", (15, 45)), ("quad", (10, 11))):
+        derived = bughunt.load_implementation(files[name].read_text())
+        compiled = bughunt.load_compiled(bughunt.compile_implementation(files[name]))
+        assert (compiled.double(5), compiled.quadruple(5)) == expected
+        assert (derived.double(5), derived.quadruple(5)) == expected
+    y = torch.arange(500) % 10
+    wheats, public, hidden = _material(zhang)
+    for path in [*wheats, *public, *hidden]:
+        derived = bughunt.load_implementation(path.read_text())
+        compiled = bughunt.load_compiled(bughunt.compile_implementation(path))
+        torch.manual_seed(0)
+        a = derived.corrupt_labels(y, 0.5, seed=3)
+        torch.manual_seed(0)
+        assert torch.equal(a, compiled.corrupt_labels(y, 0.5, seed=3)), path.name
+        s, t = derived.load_digits_split(1, n_train=50), compiled.load_digits_split(1, n_train=50)
+        assert torch.equal(s.X_train, t.X_train) and torch.equal(s.y_test, t.y_test), path.name
+
+
+#: Each chaff and its twin wheat: the same code with the bug fixed, written the same way.
+TWINS = {
+    "chaffs/public/labels_redrawn_every_epoch.py": "wheats/twin_labels_fixed_per_epoch.py",
+    "chaffs/public/seed_ignored.py": "wheats/twin_seeded_generator.py",
+    "chaffs/public/test_split_corrupted.py": "wheats/twin_test_split_passed_through.py",
+    "chaffs/hidden/dropout_at_evaluation.py": "wheats/twin_evaluate_in_eval_mode.py",
+    "chaffs/hidden/first_labels_corrupted.py": "wheats/twin_random_positions_corrupted.py",
+    "chaffs/hidden/forced_different_class.py": "wheats/twin_uniform_class_by_shift.py",
+    "chaffs/hidden/fraction_rescaled.py": "wheats/twin_probability_capped.py",
+    "chaffs/hidden/gradients_not_zeroed.py": "wheats/twin_gradients_set_to_none.py",
+    "chaffs/hidden/normalised_with_test_data.py": "wheats/twin_statistics_concatenated.py",
+    "chaffs/hidden/shuffle_seeded_from_clock.py": "wheats/twin_shuffle_seed_checked.py",
+    "chaffs/hidden/test_acc_on_training_split.py": "wheats/twin_test_acc_by_keyword.py",
+}
+
+
+def test_every_chaff_has_a_twin_wheat_that_differs_only_where_the_bug_is(zhang: Path):
+    import ast
+
+    _, public, hidden = _material(zhang)
+    assert {str(p.relative_to(zhang)) for p in public + hidden} == set(TWINS)
+    for chaff, twin in TWINS.items():
+        a, b = (ast.parse(ast.unparse(bughunt.flatten_implementation(zhang / p))) for p in (chaff, twin))
+        assert len(a.body) == len(b.body), chaff
+        differ = [i for i, (x, y) in enumerate(zip(a.body, b.body, strict=True)) if ast.dump(x) != ast.dump(y)]
+        assert len(differ) == 1, (chaff, differ)  # one definition differs: the buggy one
+        (i,) = differ
+        assert a.body[i].name == b.body[i].name, chaff
+        # same imports and names: only the bug separates them
+        assert {ast.dump(s) for s in a.body if isinstance(s, (ast.Import, ast.ImportFrom))} == \
+               {ast.dump(s) for s in b.body if isinstance(s, (ast.Import, ast.ImportFrom))}, chaff
+
+
+def test_order_is_drawn_per_submission_repeats_on_regrade_and_mixes_kinds():
+    codes = [f"wheat {i}".encode() for i in range(11)] + [f"chaff {i}".encode() for i in range(8)]
+    first = bughunt.draw_order(codes, "digest-a")
+    assert first == bughunt.draw_order(codes, "digest-a")  # a regrade repeats it
+    assert sorted(first) == list(range(19))
+    others = {tuple(bughunt.draw_order(codes, f"digest-{k}")) for k in "bcdefg"}
+    assert len(others | {tuple(first)}) == 7  # each submission its own
+    assert first != bughunt.draw_order(codes, "digest-a", secret=b"hidden")
+    assert any(i >= 11 for i in first[:11]), "chaffs are not all after the wheats"
+
+
+def test_tests_digest_follows_the_test_source():
+    def test_a(implementation):
+        assert implementation.f() == 1
+
+    def test_b(implementation):
+        assert implementation.f() == 2
+
+    assert bughunt.tests_digest({"t": test_a}) == bughunt.tests_digest({"t": test_a})
+    assert bughunt.tests_digest({"t": test_a}) != bughunt.tests_digest({"t": test_b})
+
+
+def test_hunt_runs_in_the_drawn_order_and_reports_in_file_order(toy):
+    _, files = toy
+    ran = []
+
+    def runner(names, code):
+        ran.append(bughunt.load_compiled(code).double(1))
+        return {n: {"status": "passed", "message": ""} for n in names}
+
+    report = bughunt.hunt([test_double], [files["wheat"]], [files["triple"], files["quad"]],
+                          runner=runner)
+    codes = [bughunt.compile_implementation(files[n]) for n in ("wheat", "triple", "quad")]
+    expected = [(2, 3, 2)[i] for i in bughunt.draw_order(codes, bughunt.tests_digest(
+        {"test_double": test_double}))]
+    assert ran == expected
+    assert [r.name for r in report.results] == ["wheat 1", "hidden chaff 1", "hidden chaff 2"]
+
+
+def test_each_run_starts_in_fresh_empty_folders_and_nothing_carries_over(toy):
+    _, files = toy
+
+    def test_leaves_traces(implementation):
+        import os
+        import tempfile
+
+        assert os.listdir(".") == [], f"the work dir holds {os.listdir('.')}"
+        assert os.listdir(tempfile.gettempdir()) == [], "TMPDIR is not empty"
+        assert os.environ.get("REPROKIT_TRACE") is None, "environment carried over"
+        assert not hasattr(implementation, "TRACE"), "module state carried over"
+        open("trace", "w").write("x")
+        open(os.path.join(tempfile.gettempdir(), "trace"), "w").write("x")
+        os.environ["REPROKIT_TRACE"] = "1"
+        implementation.TRACE = 1
+
+    report = bughunt.hunt([test_leaves_traces], [files["wheat"], files["wheat"]],
+                          [files["triple"], files["quad"]])
+    assert all(r.failing() == [] for r in report.results), report.summary()
+    assert "REPROKIT_TRACE" not in os.environ
+
+
+def test_every_wheat_returns_the_split_statistics_the_authors_document(zhang: Path):
+    """``Splits.mean``/``std`` standardise a raw image (the authors' docstring; level 1 uses them),
+    so a correct test that relies on them must pass on every wheat."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    raw = torch.tensor(load_digits().data, dtype=torch.float32)
+    wheats, _, _ = _material(zhang)
+    for path in [zhang / "authors" / "randlabels.py", *wheats]:
+        impl = bughunt.load_compiled(bughunt.compile_implementation(path))
+        split = impl.load_digits_split(seed=0, n_train=200)
+        assert split.mean is not None and split.std is not None, path.name
+        assert split.mean.shape == split.std.shape == (64,), path.name
+        order = torch.from_numpy(__import__("numpy").random.default_rng(0).permutation(len(raw)))
+        first_train = raw[order[int(round(0.25 * len(raw)))]]
+        assert torch.allclose((first_train - split.mean) / split.std, split.X_train[0], atol=1e-5), path.name
+
+
+def test_a_test_finds_nothing_of_the_hunt_above_it(toy):
+    """In the forked run (the path ``otter run`` takes) the callers' locals are gone: no list
+    of implementations, no kinds, no file names."""
+    _, files = toy
+    secret_paths = list(map(str, files.values()))
+    blobs = frozenset(map(bughunt.compile_implementation, files.values()))  # no closure on files
+
+    def test_walks_up(implementation):
+        import gc
+        import sys
+        from pathlib import Path
+
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_locals is not frame.f_globals:
+                for name, value in frame.f_locals.items():
+                    parts = value if isinstance(value, (list, tuple)) else [value]
+                    for part in parts:
+                        assert not (isinstance(part, str) and part in ("chaff", "wheat")), name
+                        head = part[0] if isinstance(part, tuple) and part else None
+                        assert not (isinstance(head, str) and head in ("chaff", "wheat")), name
+                        assert not (isinstance(part, Path) and part.name in ("triple.py", "quad.py"))
+                        assert not (isinstance(part, bytes) and part in blobs and len(parts) > 1)
+            frame = frame.f_back
+        for obj in gc.get_objects():
+            if isinstance(obj, tuple) and obj and isinstance(obj[0], str) and obj[0] in ("wheat",
+                                                                                         "chaff"):
+                raise AssertionError(f"the hunt's list of implementations is in memory: {obj}")
+            if isinstance(obj, list) and len(obj) == 2 and all(isinstance(x, Path) for x in obj):
+                raise AssertionError(f"the caller's list of chaffs is in memory: {obj}")
+            if isinstance(obj, (list, dict)) and sum(
+                    x in blobs for x in (obj.values() if isinstance(obj, dict) else obj)
+                    if isinstance(x, bytes)) >= 2:
+                raise AssertionError("the other implementations' code is in memory")
+
+    def hunt_from_a_caller(wheat, triple, quad):
+        chaffs = [triple, quad]
+        return bughunt.hunt([test_walks_up], [wheat], chaffs)
+
+    report = hunt_from_a_caller(files["wheat"], files["triple"], files["quad"])
+    assert all(r.failing() == [] for r in report.results), report.summary()
+    assert secret_paths  # still here in the parent

@@ -9,12 +9,17 @@ caught earns credit.
 
 * :func:`derive` writes a chaff in a few lines: the base module with one function
   replaced, rebound so the base's internal calls see the replacement.
-* :func:`load_implementation` executes an implementation's source in a fresh module
-  with a neutral name, so a test cannot learn which file it runs against.
+* :func:`compile_implementation` turns a wheat or chaff file into anonymous bytecode in the
+  trusted process: one flat module, no docstrings, comments, file name or line numbers;
+  :func:`load_compiled` runs it in the process that runs the tests. Behaviour is all a
+  test can tell apart (see docs/security.md, "Level 4").
 * :func:`run_tests_against` calls each test with reprokit's fixtures, seeded, under a
   wall-clock limit, and returns plain outcomes.
 * :func:`hunt` runs the tests against every wheat and chaff, each in its own forked
-  process, and returns a :class:`HuntReport` (``score``, ``summary``).
+  process with fresh folders (:func:`enter_fresh_run`), in an order drawn per submission
+  (:func:`draw_order`), and returns a :class:`HuntReport` (``score``, ``summary``).
+* :func:`load_implementation` executes a file's source as it stands, for use outside
+  grading.
 
 Tests are written as under pytest with reprokit's plugin (``def test_x(implementation,
 tiny_digits): ...``), so the same function runs with
@@ -24,6 +29,7 @@ tiny_digits): ...``), so the same function runs with
 from __future__ import annotations
 import __future__
 
+import ast
 import contextlib
 import copy
 import hashlib
@@ -31,6 +37,7 @@ import inspect
 import io
 import json
 import linecache
+import marshal
 import os
 import select
 import signal
@@ -51,12 +58,19 @@ __all__ = [
     "ImplementationError",
     "ImplementationResult",
     "Outcome",
+    "compile_implementation",
     "derive",
     "display_name",
+    "draw_order",
+    "enter_fresh_run",
+    "flatten_implementation",
     "hunt",
+    "load_compiled",
     "load_implementation",
     "patch_source",
+    "run_compiled",
     "run_tests_against",
+    "tests_digest",
 ]
 
 #: The seed every test runs under (also the value of the ``seed`` fixture).
@@ -292,6 +306,270 @@ def display_name(path: Path | str) -> str:
         doc = None
     first = doc.strip().splitlines()[0].strip() if doc and doc.strip() else ""
     return first.rstrip(".") or path.stem
+
+
+# --------------------------------------------------------------------------- compiling
+
+
+class _Anonymise(ast.NodeTransformer):
+    """Drops docstrings and puts every node on line 1, column 0 of ``<implementation>``."""
+
+    def _strip_doc(self, node: Any) -> Any:
+        body = node.body
+        if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+        return node
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            self._strip_doc(node)
+        super().generic_visit(node)
+        for attr in ("lineno", "end_lineno"):
+            if attr in node._attributes:
+                setattr(node, attr, 1)
+        for attr in ("col_offset", "end_col_offset"):
+            if attr in node._attributes:
+                setattr(node, attr, 0)
+        return node
+
+
+def _module_file(start: Path, dotted: str) -> Path:
+    """The file of module ``dotted`` (``authors.randlabels``) in ``start`` or a folder above it."""
+    parts = dotted.split(".")
+    for folder in [start, *start.parents]:
+        for candidate in (folder.joinpath(*parts).with_suffix(".py"),
+                          folder.joinpath(*parts, "__init__.py")):
+            if candidate.is_file():
+                return candidate
+    raise ImplementationError(f"cannot find module {dotted!r} in {start} or a folder above it")
+
+
+def _patched_def(base_source: str, base_tree: ast.Module, call: ast.Call, where: str
+                 ) -> tuple[ast.stmt, list[ast.stmt]]:
+    """The ``def`` that ``patch_source(base.f, (old, new), ..., names={...})`` produces, as AST,
+    plus the assignments its ``names`` need (the same text edits :func:`patch_source` makes)."""
+    import textwrap
+
+    target = call.args[0] if call.args else None
+    if not isinstance(target, ast.Attribute):
+        raise ImplementationError(f"{where}: patch_source's first argument must be base.function")
+    node = next((n for n in base_tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 and n.name == target.attr), None)
+    if node is None:
+        raise ImplementationError(f"{where}: the authors' module has no function {target.attr!r}")
+    lines = base_source.splitlines(keepends=True)
+    first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+    source = textwrap.dedent("".join(lines[first - 1:node.end_lineno]))
+    for arg in call.args[1:]:
+        old, new = ast.literal_eval(arg)
+        found = source.count(old)
+        if found != 1:
+            raise ImplementationError(f"{where}: expected {old!r} exactly once in "
+                                      f"{target.attr}'s source, found it {found} times")
+        start = source.index(old)
+        line_start = source.rfind("\n", 0, start) + 1
+        indent = source[line_start:start] if not source[line_start:start].strip() else ""
+        source = source.replace(old, new.replace("\n", "\n" + indent))
+    extra: list[ast.stmt] = []
+    for kw in call.keywords:
+        if kw.arg == "names" and isinstance(kw.value, ast.Dict):
+            for key, value in zip(kw.value.keys, kw.value.values, strict=True):
+                name = ast.literal_eval(key)
+                if not (isinstance(value, ast.Name) and value.id == name):
+                    extra.append(ast.Assign([ast.Name(name, ast.Store())], value))
+    return ast.parse(source).body[0], extra
+
+
+def _is_call_to(node: Any, name: str) -> bool:
+    return (isinstance(node, ast.Call) and
+            (isinstance(node.func, ast.Name) and node.func.id == name
+             or isinstance(node.func, ast.Attribute) and node.func.attr == name))
+
+
+class _BaseAttributes(ast.NodeTransformer):
+    """``randlabels.NUM_CLASSES`` becomes ``NUM_CLASSES``: in the flat module it is one name."""
+
+    def __init__(self, alias: str):
+        self.alias, self.bare = alias, False
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        if isinstance(node.value, ast.Name) and node.value.id == self.alias:
+            return ast.copy_location(ast.Name(node.attr, type(node.ctx)()), node)
+        return self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id == self.alias:
+            self.bare = True
+        return node
+
+
+def flatten_implementation(path: Path | str) -> ast.Module:
+    """One self-contained module (as AST) equivalent to the implementation file at ``path``.
+
+    A plain module is itself. A file ending ``implementation = derive(base, name=value, ...)``
+    becomes the base module's source with each replaced top-level definition swapped, in
+    place, for its replacement: a ``def`` from the file (renamed to ``name``), a
+    :func:`patch_source` edit of the base's own function (the same text edit), or any other
+    expression assigned to ``name``. The file's other imports (not reprokit's, not the
+    base's) join the base's imports; its other top-level statements go last. Docstrings and
+    comments are gone and every node sits on line 1 of ``<implementation>``, so every
+    wheat and chaff compiles to code objects that differ only where their code does.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    where = path.name
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as e:
+        raise ImplementationError(f"{where} does not parse: {e}") from None
+    derive_at = next((i for i, s in enumerate(tree.body) if isinstance(s, ast.Assign)
+                      and [getattr(t, "id", None) for t in s.targets] == ["implementation"]
+                      and _is_call_to(s.value, "derive")), None)
+    if derive_at is None:
+        return _Anonymise().visit(tree)
+    call = tree.body[derive_at].value
+    if not call.args or not isinstance(call.args[0], ast.Name):
+        raise ImplementationError(f"{where}: derive's first argument must be the base module's name")
+    alias = call.args[0].id
+    base_module = None
+    imports: list[ast.stmt] = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and not stmt.level:
+            if (stmt.module or "").split(".")[0] == "reprokit":
+                continue
+            bound = [a for a in stmt.names if (a.asname or a.name) == alias]
+            if bound:
+                base_module = f"{stmt.module}.{bound[0].name}"
+                continue
+            imports.append(stmt)
+        elif isinstance(stmt, ast.Import):
+            if any(a.name.split(".")[0] == "reprokit" for a in stmt.names):
+                continue
+            bound = [a for a in stmt.names
+                     if a.asname == alias or a.asname is None and a.name == alias]
+            if bound:
+                base_module = bound[0].name
+                continue
+            imports.append(stmt)
+    if base_module is None:
+        raise ImplementationError(f"{where}: no import binds the base module {alias!r}")
+    base_file = _module_file(path.parent, base_module)
+    base_source = base_file.read_text(encoding="utf-8")
+    base_tree = ast.parse(base_source)
+
+    local: dict[str, ast.stmt] = {}
+    for stmt in tree.body[:derive_at]:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            local[stmt.name] = stmt
+        elif (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+              and isinstance(stmt.targets[0], ast.Name)):
+            local[stmt.targets[0].id] = stmt
+    replacements: dict[str, list[ast.stmt]] = {}
+    used: set[str] = set()
+    for kw in call.keywords:
+        if kw.arg is None:
+            raise ImplementationError(f"{where}: derive(**...) cannot be compiled; name each replacement")
+        value = kw.value
+        if isinstance(value, ast.Name) and value.id in local:
+            used.add(value.id)
+            value_stmt = local[value.id]
+            if isinstance(value_stmt, ast.Assign):
+                value = value_stmt.value
+            else:
+                node = copy.deepcopy(value_stmt)
+                node.name = kw.arg
+                replacements[kw.arg] = [node]
+                continue
+        if _is_call_to(value, "patch_source"):
+            node, extra = _patched_def(base_source, base_tree, value, where)
+            node.name = kw.arg
+            replacements[kw.arg] = [*extra, node]
+        else:
+            replacements[kw.arg] = [ast.Assign([ast.Name(kw.arg, ast.Store())], value)]
+    rest = [s for s in tree.body[:derive_at] + tree.body[derive_at + 1:]
+            if not isinstance(s, (ast.Import, ast.ImportFrom))
+            and not (isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                     and s.name in used)
+            and not (isinstance(s, ast.Assign) and len(s.targets) == 1
+                     and getattr(s.targets[0], "id", None) in used)
+            and not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    rewrite = _BaseAttributes(alias)
+    for stmts in [*replacements.values(), rest]:
+        for stmt in stmts:
+            rewrite.visit(stmt)
+
+    body: list[ast.stmt] = []
+    seen_imports = {ast.dump(s) for s in base_tree.body if isinstance(s, (ast.Import, ast.ImportFrom))}
+    pending = set(replacements)
+    prelude_done = False
+    for stmt in base_tree.body:
+        is_prelude = (isinstance(stmt, (ast.Import, ast.ImportFrom))
+                      or isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+        if not prelude_done and not is_prelude:
+            prelude_done = True
+            body += [s for s in imports if ast.dump(s) not in seen_imports]
+            if rewrite.bare:  # the file reads the base module itself: here, that is this module
+                body += ast.parse(f"{alias} = __import__('sys').modules[__name__]").body
+        names = ([stmt.name] if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                 else [t.id for t in getattr(stmt, "targets", []) if isinstance(t, ast.Name)]
+                 if isinstance(stmt, ast.Assign) else
+                 [stmt.target.id] if isinstance(stmt, ast.AnnAssign)
+                 and isinstance(stmt.target, ast.Name) else [])
+        hit = [n for n in names if n in pending]
+        if hit:
+            for n in hit:
+                body += replacements[n]
+                pending.discard(n)
+        else:
+            body.append(stmt)
+    for n in sorted(pending):  # replaced names the base did not define at top level
+        body += replacements[n]
+    body += rest
+    module = ast.Module(body=body, type_ignores=[])
+    return _Anonymise().visit(module)
+
+
+def compile_implementation(path: Path | str) -> bytes:
+    """The implementation file at ``path`` as marshalled, anonymous bytecode.
+
+    This is what crosses into the process that runs a student's tests: no source text,
+    docstring, comment, file name or line number, and no base module to import. Run it
+    with :func:`load_compiled`. Raises :class:`ImplementationError` if it does not compile.
+    """
+    tree = flatten_implementation(path)
+    try:
+        code = compile(ast.fix_missing_locations(tree), "<implementation>", "exec",
+                       dont_inherit=True)
+    except (SyntaxError, ValueError, TypeError) as e:
+        raise ImplementationError(f"{Path(path).name} does not compile: {e}") from None
+    return marshal.dumps(code)
+
+
+def load_compiled(code: bytes, name: str = "implementation") -> types.ModuleType:
+    """Execute :func:`compile_implementation`'s bytes in a fresh module named ``name``.
+
+    Every implementation loads the same way: ``__file__`` ``"<implementation>"``, the
+    neutral docstring :data:`NEUTRAL_DOC`, not left in ``sys.modules``.
+    """
+    if not isinstance(code, bytes):
+        raise TypeError(f"load_compiled: expected bytes, got {type(code).__name__}")
+    body = marshal.loads(code)
+    if not isinstance(body, types.CodeType):
+        raise TypeError("load_compiled: the bytes do not hold a code object")
+    module = types.ModuleType(name, NEUTRAL_DOC)
+    module.__file__ = f"<{name}>"
+    previous = sys.modules.get(name)
+    sys.modules[name] = module  # dataclasses look the module up while it executes
+    try:
+        exec(body, module.__dict__)
+    finally:
+        if previous is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = previous
+    module.__doc__ = NEUTRAL_DOC
+    return module
 
 
 # --------------------------------------------------------------------------- running tests
@@ -597,29 +875,73 @@ def _all(names: Sequence[str], status: str, message: str) -> dict[str, Outcome]:
     return {n: {"status": status, "message": _clip(message)} for n in names}
 
 
-def _run_in_fork(tests: Mapping[str, Callable[..., Any]], source: str, timeout_s: float
+def enter_fresh_run(root: str) -> None:
+    """Make this (forked) process a fresh place to run one implementation's tests.
+
+    Its work dir, ``HOME`` and ``TMPDIR`` (and :mod:`tempfile`'s folder) become new empty
+    folders under ``root``, which the parent removes afterwards; it may start no process or
+    thread that could outlive it and carry state to the next run (``RLIMIT_NPROC`` 0,
+    enforced for every uid but root); and no process of its uid may read its memory
+    (not dumpable). Called by the runner before it loads the implementation.
+    """
+    import resource
+    import tempfile
+
+    work, tmp = os.path.join(root, "work"), os.path.join(root, "tmp")
+    os.makedirs(work, mode=0o700, exist_ok=True)
+    os.makedirs(tmp, mode=0o700, exist_ok=True)
+    os.chdir(work)
+    os.environ.update({"HOME": work, "TMPDIR": tmp, "TEMP": tmp, "TMP": tmp,
+                       "MPLCONFIGDIR": tmp})
+    tempfile.tempdir = tmp
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+
+
+def run_compiled(tests: Mapping[str, Callable[..., Any]], code: bytes, timeout_s: float,
+                 root: str) -> dict[str, Any]:
+    """In a forked runner: enter a fresh run under ``root``, load ``code`` and run ``tests``.
+
+    Returns ``{"ok": outcomes}`` or ``{"load_error": message}`` (JSON-ready). The caller
+    forked this process for this one implementation and discards it afterwards.
+    """
+    enter_fresh_run(root)
+    try:
+        impl = load_compiled(code)
+    except BaseException as e:  # noqa: BLE001
+        return {"load_error": f"{type(e).__name__}: {e}"}
+    del code
+    return {"ok": run_tests_against(tests, impl, timeout_s=timeout_s)}
+
+
+def _run_in_fork(tests: Mapping[str, Callable[..., Any]], code: bytes, timeout_s: float
                  ) -> dict[str, Outcome]:
-    """Load ``source`` and run ``tests`` in a child process; the parent only reads JSON back."""
+    """Run ``tests`` on ``code`` in a forked child with a fresh folder; read JSON back."""
+    import shutil
+    import tempfile
+
     names = list(tests)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    root = tempfile.mkdtemp(prefix="reprokit-run-")
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child (coverage cannot see it)
-        code = 0
+        exit_code = 0
         try:
             os.close(r)
+            os.setpgid(0, 0)
             sys.stdout = sys.stderr = io.StringIO()  # a kernel's streams belong to the parent
+            _forget_callers(sys._getframe(1))
             from reprokit.sandbox import one_thread_after_fork
 
             one_thread_after_fork()  # and parallel graders do not contend
-            try:
-                impl = load_implementation(source)
-            except BaseException as e:  # noqa: BLE001
-                payload = json.dumps({"load_error": f"{type(e).__name__}: {e}"})
-            else:
-                payload = json.dumps({"ok": run_tests_against(tests, impl, timeout_s=timeout_s)})
+            payload = json.dumps(run_compiled(tests, code, timeout_s, root))
         except BaseException as e:  # noqa: BLE001
             payload = json.dumps({"error": f"{type(e).__name__}: {e}"})
         try:
@@ -627,9 +949,9 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], source: str, timeout_s
             while data:
                 data = data[os.write(w, data):]
         except BaseException:  # noqa: BLE001
-            code = 1
+            exit_code = 1
         finally:
-            os._exit(code)
+            os._exit(exit_code)
     os.close(w)
     # Per-test limits run inside the child; this outer limit catches what they cannot
     # (a test that swallows the timeout, a hang inside C code).
@@ -640,8 +962,6 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], source: str, timeout_s
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
                 killed = True
                 break
             ready, _, _ = select.select([r], [], [], min(left, 1.0))
@@ -652,14 +972,46 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], source: str, timeout_s
                 chunks.append(chunk)
     finally:
         os.close(r)
+        for kill in (os.killpg, os.kill):  # the child and anything it started
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+        shutil.rmtree(root, ignore_errors=True)
     if killed:
         return _all(names, "timeout", "the tests did not finish on this implementation in time "
                                       "and were stopped")
+    return _parse_run(b"".join(chunks).decode(errors="replace"), names)
+
+
+def _forget_callers(frame: types.FrameType | None) -> None:  # pragma: no cover - in the child
+    """In a forked child that never returns: set the locals of ``frame`` and every frame
+    above it to None, and empty the compile and outcome caches, so a test that walks up its
+    stack (or asks ``gc``) finds none of the hunt (the other implementations, their kinds,
+    the files). Module-level frames keep their globals and closures their cells: the tests
+    need them."""
+    import ctypes
+
+    _COMPILED.clear()
+    _CACHE.clear()
+    while frame is not None:
+        if frame.f_locals is not frame.f_globals:
+            with contextlib.suppress(Exception):
+                shared = set(frame.f_code.co_cellvars) | set(frame.f_code.co_freevars)
+                values = frame.f_locals
+                for name in list(values):  # closures (tests defined there) keep their cells
+                    if name not in shared:
+                        values[name] = None
+                ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+        frame = frame.f_back
+
+
+def _parse_run(text: str, names: Sequence[str]) -> dict[str, Outcome]:
     try:
-        parsed = json.loads(b"".join(chunks).decode())
+        parsed = json.loads(text)
     except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
         return _all(names, "error", "the process running the tests ended abruptly "
                                     "(os._exit, a crash or running out of memory)")
     if "load_error" in parsed:
@@ -669,15 +1021,51 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], source: str, timeout_s
     return _valid(parsed.get("ok"), names)
 
 
-def _run_in_process(tests: Mapping[str, Callable[..., Any]], source: str, timeout_s: float
+def _run_in_process(tests: Mapping[str, Callable[..., Any]], code: bytes, timeout_s: float
                     ) -> dict[str, Outcome]:
     names = list(tests)
     try:
-        impl = load_implementation(source)
+        impl = load_compiled(code)
     except Exception as e:  # noqa: BLE001
         raise ImplementationError(
             f"the implementation could not be loaded: {type(e).__name__}: {e}") from e
     return _valid(run_tests_against(tests, impl, timeout_s=timeout_s), names)
+
+
+def _code_fingerprint(code: types.CodeType) -> bytes:
+    """A code object's bytecode, names and constants, without its file name or line numbers."""
+    parts = [code.co_code, repr(code.co_names).encode(), repr(code.co_varnames).encode()]
+    for const in code.co_consts:
+        parts.append(_code_fingerprint(const) if isinstance(const, types.CodeType)
+                     else repr(const).encode())
+    return b"\0".join(parts)
+
+
+def tests_digest(tests: Mapping[str, Callable[..., Any]]) -> str:
+    """A digest of the test functions' source text (else their code): what seeds the order."""
+    h = hashlib.sha256()
+    for name in sorted(tests):
+        fn = tests[name]
+        try:
+            text = inspect.getsource(fn).encode()
+        except (OSError, TypeError):
+            code = getattr(fn, "__code__", None)
+            text = _code_fingerprint(code) if isinstance(code, types.CodeType) else b""
+        h.update(name.encode() + b"\0" + hashlib.sha256(text).digest())
+    return h.hexdigest()
+
+
+def draw_order(codes: Sequence[bytes], digest: str, secret: bytes = b"") -> list[int]:
+    """The order in which to run implementations ``codes``: a permutation drawn from the
+    tests' ``digest`` (one per submission, so a regrade repeats it), the implementations'
+    own code (hidden ones are secret) and ``secret``. A student who knows the algorithm
+    cannot compute it without the hidden material, and a new submission draws anew."""
+    key = hashlib.sha256(secret + b"\0" + digest.encode())
+    for code in sorted(hashlib.sha256(c).digest() for c in codes):
+        key.update(code)
+    seed = key.digest()
+    return sorted(range(len(codes)),
+                  key=lambda i: (hashlib.sha256(seed + hashlib.sha256(codes[i]).digest()).digest(), i))
 
 
 #: Modules imported lazily on first use that cost seconds (torch's first optimiser imports
@@ -724,84 +1112,118 @@ _CACHE: OrderedDict[tuple, tuple[list, dict[str, Outcome]]] = OrderedDict()
 _CACHE_SIZE = 64
 
 
-def _cache_key(named: Mapping[str, Callable[..., Any]], source: str, timeout_s: float,
+_COMPILED: dict[str, bytes] = {}
+
+
+def _compiled(kind: str, path: Path) -> bytes:
+    """:func:`compile_implementation` of ``path``, cached by the file's content."""
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise FileNotFoundError(f"bug hunt: cannot read {kind} {path}: {e}") from e
+    key = hashlib.sha256(text + b"\0" + str(path.resolve()).encode()).hexdigest()
+    if key not in _COMPILED:
+        try:
+            _COMPILED[key] = compile_implementation(path)
+        except ImplementationError as e:
+            raise ImplementationError(f"{kind} {path}: {e}") from None
+    return _COMPILED[key]
+
+
+def _cache_key(named: Mapping[str, Callable[..., Any]], code: bytes, timeout_s: float,
                runner: Any) -> tuple:
     # The entry keeps the functions alive, so their ids cannot be reused while it exists.
     return (tuple((n, id(f)) for n, f in named.items()),
-            hashlib.sha256(source.encode()).hexdigest(), float(timeout_s),
-            runner is not None)
+            hashlib.sha256(code).hexdigest(), float(timeout_s), runner is not None)
 
 
 def hunt(tests: Mapping[str, Callable[..., Any]] | Sequence[Callable[..., Any]],
          wheats: Sequence[Path | str], chaffs: Sequence[Path | str], *,
          timeout_s: float = 20.0,
-         runner: Callable[[list[str], str], Mapping[str, Any]] | None = None,
+         runner: Callable[[list[str], bytes], Mapping[str, Any]] | None = None,
          reveal: bool = False, preload: Sequence[str] = PRELOAD,
-         cache: bool = False) -> HuntReport:
+         cache: bool = False, secret: bytes = b"") -> HuntReport:
     """Run ``tests`` against every wheat and chaff file; return a :class:`HuntReport`.
 
     ``tests`` is a dict ``{name: function}`` or a list of functions (named by
-    ``__name__``). Each implementation file is loaded with :func:`load_implementation`
-    and the tests run against it through :func:`run_tests_against` in a forked child
-    process, so nothing a test does (editing a module, ``os._exit``, a crash) reaches
-    the next implementation; without ``os.fork`` they run in this process.
-    ``runner(test_names, source)``, if given, runs them instead; tests that are the
+    ``__name__``). Each implementation file is compiled here, in the caller's process,
+    by :func:`compile_implementation`: what reaches the tests is anonymous bytecode,
+    never the file, its source, its name or its docstring. The tests run against each
+    one through :func:`run_compiled` in a forked child with fresh folders, so nothing a
+    test does (files, processes, module state, ``os._exit``, a crash) reaches the next
+    implementation; without ``os.fork`` they run in this process.
+    ``runner(test_names, code)``, if given, runs them instead; tests that are the
     sandbox's remote proxies (attribute ``_reprokit_remote``) are dispatched to it.
+
+    Implementations run in an order drawn by :func:`draw_order` from the tests' source
+    (so each submission gets its own, and a regrade the same), the implementations' code
+    and ``secret``; wheats and chaffs are interleaved, and the report lists them in
+    their usual order whatever the run order was.
 
     With ``reveal`` each implementation is named by the first line of its docstring;
     otherwise as ``wheat 1``, ``hidden chaff 2`` ... (for material students must not see).
     ``preload`` names modules to import here first (see :data:`PRELOAD`). With ``cache``
-    the outcomes of these very test functions on an implementation with the same source
+    the outcomes of these very test functions on an implementation with the same code
     are reused from an earlier call in this process (several graded tests share one hunt).
     """
     named = _name_tests(tests)
     names = list(named)
-    if runner is None and names:
-        remote = getattr(named[names[0]], "_reprokit_remote", None)
-        if remote is not None:
-            def runner(test_names: list[str], source: str) -> Mapping[str, Any]:
-                return remote.run_tests_against({n: named[n] for n in test_names}, source,
-                                                timeout_s)
+    remote = getattr(named[names[0]], "_reprokit_remote", None) if names else None
+    if runner is None and remote is not None:
+        def runner(test_names: list[str], code: bytes) -> Mapping[str, Any]:
+            return remote.run_tests_against({n: named[n] for n in test_names}, code, timeout_s)
 
-    report = HuntReport(tests=names)
+    items: list[tuple[str, Path, str]] = []
     for kind, paths in (("wheat", wheats), ("chaff", chaffs)):
         for i, path in enumerate(paths, 1):
             path = Path(path)
-            if reveal:
-                label = display_name(path)
-            else:
-                label = f"wheat {i}" if kind == "wheat" else f"hidden chaff {i}"
-            outcomes: dict[str, Outcome]
-            if not names:
-                outcomes = {}
-            else:
-                try:
-                    source = path.read_text(encoding="utf-8")
-                except OSError as e:
-                    raise FileNotFoundError(f"bug hunt: cannot read {kind} {path}: {e}") from e
-                key = _cache_key(named, source, timeout_s, runner)
-                hit = _CACHE.get(key) if cache else None
-                if hit is not None and all(a is b for a, b in zip(hit[0], named.values(),
-                                                                   strict=True)):
-                    outcomes = copy.deepcopy(hit[1])
-                elif runner is not None:
-                    try:
-                        outcomes = _valid(dict(runner(names, source)), names)
-                    except Exception as e:  # noqa: BLE001 - the tests' process failed
-                        outcomes = _all(names, "error", f"{type(e).__name__}: {e}")
-                elif hasattr(os, "fork"):
-                    if preload:
-                        _preload(preload)
-                        preload = ()
-                    try:
-                        outcomes = _run_in_fork(named, source, timeout_s)
-                    except ImplementationError as e:
-                        raise ImplementationError(f"{kind} {path}: {e}") from None
-                else:  # pragma: no cover - Windows
-                    outcomes = _run_in_process(named, source, timeout_s)
-                if cache and hit is None:
-                    _CACHE[key] = (list(named.values()), copy.deepcopy(outcomes))
-                    while len(_CACHE) > _CACHE_SIZE:
-                        _CACHE.popitem(last=False)
-            report.results.append(ImplementationResult(kind, label, outcomes))
+            label = (display_name(path) if reveal
+                     else f"wheat {i}" if kind == "wheat" else f"hidden chaff {i}")
+            items.append((kind, path, label))
+    report = HuntReport(tests=names)
+    if not names:
+        report.results = [ImplementationResult(kind, label, {}) for kind, _, label in items]
+        return report
+    codes = [_compiled(kind, path) for kind, path, _ in items]
+    if remote is not None and hasattr(remote, "tests_digest"):
+        digest = str(remote.tests_digest({n: named[n] for n in names}))
+    else:
+        digest = tests_digest(named)
+    outcomes_by_item: dict[int, dict[str, Outcome]] = {}
+    for index in draw_order(codes, digest, secret):
+        kind, path, _ = items[index]
+        code = codes[index]
+        key = _cache_key(named, code, timeout_s, runner)
+        hit = _CACHE.get(key) if cache else None
+        outcomes: dict[str, Outcome]
+        if hit is not None and all(a is b for a, b in zip(hit[0], named.values(), strict=True)):
+            outcomes = copy.deepcopy(hit[1])
+        elif runner is not None:
+            try:
+                ran = dict(runner(names, code))
+                if "__load_error__" in ran:
+                    raise ImplementationError(
+                        f"the implementation could not be loaded: {ran['__load_error__']}")
+                outcomes = _valid(ran, names)
+            except ImplementationError as e:
+                raise ImplementationError(f"{kind} {path}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - the tests' process failed
+                outcomes = _all(names, "error", f"{type(e).__name__}: {e}")
+        elif hasattr(os, "fork"):
+            if preload:
+                _preload(preload)
+                preload = ()
+            try:
+                outcomes = _run_in_fork(named, code, timeout_s)
+            except ImplementationError as e:
+                raise ImplementationError(f"{kind} {path}: {e}") from None
+        else:  # pragma: no cover - Windows
+            outcomes = _run_in_process(named, code, timeout_s)
+        if cache and hit is None:
+            _CACHE[key] = (list(named.values()), copy.deepcopy(outcomes))
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        outcomes_by_item[index] = outcomes
+    report.results = [ImplementationResult(kind, label, outcomes_by_item[i])
+                      for i, (kind, _, label) in enumerate(items)]
     return report

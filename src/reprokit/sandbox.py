@@ -362,6 +362,7 @@ class Session:
         self.zygote, self.pid, self.budget = zygote, pid, budget
         self.closed = False
         self._callbacks: dict[int, Any] = {}
+        self._runners: set[int] = set()  # bug-hunt runners this session has had
 
     # -- plumbing
     def _request(self, message: dict, doing: str) -> dict:
@@ -452,14 +453,87 @@ class Session:
                                f"\n{msg.get('traceback', '')}".rstrip())
         raise ProtocolViolation(f"bad answer while running {what}")
 
-    def run_tests_against(self, tests: dict[str, str], source: str, timeout_s: float) -> dict:
-        """Run the student's test functions (name -> path) against an implementation's source,
-        in a fresh fork of this session (see :mod:`reprokit.bughunt`)."""
-        msg = self._request({"op": "bughunt", "tests": tests, "source": source,
-                             "timeout_s": timeout_s}, "running your tests on an implementation")
+    def run_tests_against(self, tests: dict[str, str], code: bytes, timeout_s: float) -> dict:
+        """Run the student's test functions (name -> path) against one compiled implementation
+        (:func:`reprokit.bughunt.compile_implementation`), in a fresh fork of this session.
+
+        The fork (the *runner*) takes the code from the grader itself and sends its outcomes
+        itself: the session that forks one runner after another never holds an
+        implementation or a result. Then the session reports the runner gone.
+        """
+        import base64
+
+        limit = time.monotonic() + float(timeout_s) * max(1, len(tests)) + 30.0
+        self._request_start({"op": "bughunt", "tests": tests, "timeout_s": timeout_s})
+        msg = self._bughunt_recv(limit, "starting a bug-hunt run")
+        if msg.get("op") != "bughunt_ready":
+            return self._bughunt_finish(msg, None, "the bug-hunt run did not start")
+        pid = msg.get("pid")
+        info = _ppid_and_uid(pid) if type(pid) is int else None
+        # A runner that lingers could pose as the next one and see two implementations: the
+        # code goes only to a child of the session that never had any before.
+        if info is None or info[0] != self.pid or pid in self._runners:
+            self.closed = True
+            self._kill_fork()
+            raise ProtocolViolation("the submission answered a bug-hunt request with something else")
+        self._runners.add(pid)
+        wire.send(self.zygote.sock, {"code": base64.b64encode(code).decode("ascii")})
+        try:
+            msg = self._bughunt_recv(limit, "running your tests on an implementation")
+        except GradingTimeout:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)  # the session reports it gone, then we go on
+            stopped = {name: {"status": "timeout", "message": "the tests did not finish on this "
+                              "implementation in time and were stopped"} for name in tests}
+            return self._bughunt_finish(self._bughunt_recv(time.monotonic() + 30, "ending a run"),
+                                        stopped, "")
+        if msg.get("op") == "bughunt_outcomes":
+            out = msg.get("value")
+            return self._bughunt_finish(self._bughunt_recv(time.monotonic() + 30, "ending a run"),
+                                        out if type(out) is dict else {}, "")
+        abrupt = {name: {"status": "error", "message": "the process running the tests ended "
+                         "abruptly (os._exit, a crash or running out of memory)"} for name in tests}
+        return self._bughunt_finish(msg, abrupt, "")  # the runner ended without a word
+
+    def tests_digest(self, tests: dict[str, str]) -> str:
+        """:func:`reprokit.bughunt.tests_digest` of the named test functions, computed there."""
+        msg = self._request({"op": "bughunt", "digest": True, "tests": tests}, "reading your tests")
         out = self._result(msg, "your tests")
-        if type(out) is not dict:
+        if type(out) is not str:
             raise ProtocolViolation("bad answer from the bug hunt")
+        return out
+
+    def _request_start(self, message: dict) -> None:
+        if self.closed:
+            raise ProtocolViolation("this session has ended")
+        wire.send(self.zygote.sock, message)
+
+    def _bughunt_recv(self, limit: float, doing: str) -> dict:
+        remaining = min(limit, self.deadline) - time.monotonic()
+        try:
+            return self.zygote._recv(remaining, doing, kill_on_timeout=False)
+        except GradingTimeout:
+            if time.monotonic() >= self.deadline:
+                self.closed = True
+                self._kill_fork()
+                raise GradingTimeout(f"this question's tests took longer than {self.timeout_s:.0f} s "
+                                     f"(stopped while {doing})") from None
+            raise
+        except ProtocolViolation:
+            self.closed = True
+            raise
+
+    def _bughunt_finish(self, ended: dict, out: dict | None, failure: str) -> dict:
+        """``ended`` is the session's word that the runner is gone; ``out`` what the runner said."""
+        if ended.get("op") == "error":
+            raise StudentError(f"the bug hunt failed: {ended.get('type', 'an error')}: "
+                               f"{ended.get('message', '')}")
+        if ended.get("op") != "result" or ended.get("value") != "bughunt_done":
+            self.closed = True
+            self._kill_fork()
+            raise ProtocolViolation("the submission interfered with the bug hunt's messages")
+        if out is None:
+            raise StudentError(failure)
         return out
 
     def close(self) -> None:
@@ -502,14 +576,21 @@ class RemoteFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._session.call(self._path, args, kwargs)
 
-    def run_tests_against(self, tests: dict[str, Any], source: str, timeout_s: float = 30.0) -> dict:
+    def run_tests_against(self, tests: dict[str, Any], code: bytes, timeout_s: float = 30.0) -> dict:
         """Bug-hunt dispatch: ``tests`` maps test names to RemoteFunctions of this session."""
+        return self._session.run_tests_against(self._paths(tests), code, timeout_s)
+
+    def tests_digest(self, tests: dict[str, Any]) -> str:
+        """The digest of these remote test functions that seeds the bug hunt's order."""
+        return self._session.tests_digest(self._paths(tests))
+
+    def _paths(self, tests: dict[str, Any]) -> dict[str, str]:
         paths = {}
         for name, fn in tests.items():
             if not isinstance(fn, RemoteFunction) or fn._session is not self._session:
                 raise TypeError(f"{name} is not a function from this notebook")
             paths[name] = fn._path
-        return self._session.run_tests_against(paths, source, timeout_s)
+        return paths
 
     def __repr__(self) -> str:
         return f"<student function {self._path}>"
@@ -854,7 +935,7 @@ def _serve_session(conn: socket.socket, ns: dict) -> None:  # pragma: no cover
                 kwargs = {k: wire.decode(v, resolve=resolve) for k, v in msg["kwargs"].items()}
                 value = fn(*args, **kwargs)
             elif op == "bughunt":
-                value = _isolated_bughunt(ns, msg)
+                value = _isolated_bughunt(ns, msg, conn)
             else:
                 raise ValueError(f"unknown request {op!r}")
             reply = {"op": "result", "value": wire.encode(value, path="result")}
@@ -864,36 +945,90 @@ def _serve_session(conn: socket.socket, ns: dict) -> None:  # pragma: no cover
         wire.send(conn, reply)
 
 
-def _isolated_bughunt(ns: dict, msg: dict) -> Any:  # pragma: no cover
-    """Run student tests against one implementation in a fork, so nothing carries over."""
-    r, w = os.pipe()
+def _isolated_bughunt(ns: dict, msg: dict, conn: socket.socket) -> Any:  # pragma: no cover
+    """Run student tests against one implementation in a fresh fork, so nothing carries over.
+
+    The fork (the runner) reads the compiled implementation from the grader and sends its
+    outcomes itself; this session only forks, waits and clears up, so it never holds an
+    implementation or an outcome that a later runner could inherit. With ``digest`` it
+    answers :func:`reprokit.bughunt.tests_digest` of the tests instead.
+    """
+    import base64
+
+    from reprokit import bughunt
+
+    if msg.get("digest"):
+        return bughunt.tests_digest({name: _resolve(ns, path) for name, path in msg["tests"].items()})
+    # Student code must not run in this process between runs (it would see them all).
+    sys.settrace(None)
+    sys.setprofile(None)
+    threading.settrace(None)  # type: ignore[arg-type]
+    threading.setprofile(None)  # type: ignore[arg-type]
+    import gc
+
+    gc.callbacks.clear()
+    for sig in (signal.SIGCHLD, signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # Python's own setting
+    sweep = _run_sweeper()
+    root = tempfile.mkdtemp(prefix="reprokit-run-")
     pid = os.fork()
     if pid == 0:
-        os.close(r)
-        one_thread_after_fork()
         try:
-            from reprokit.bughunt import load_implementation, run_tests_against
-
-            impl = load_implementation(msg["source"])
+            one_thread_after_fork()
             tests = {name: _resolve(ns, path) for name, path in msg["tests"].items()}
-            out = run_tests_against(tests, impl, timeout_s=float(msg["timeout_s"]))
-            data = json.dumps({"ok": out})
-        except BaseException as e:  # noqa: BLE001
-            data = json.dumps({"error": f"{type(e).__name__}: {e}"})
-        with os.fdopen(w, "w") as f:
-            f.write(data)
+            wire.send(conn, {"op": "bughunt_ready", "pid": os.getpid()})
+            code = base64.b64decode(wire.recv(conn)["code"])
+            result = bughunt.run_compiled(tests, code, float(msg["timeout_s"]), root)
+            del code
+            if "load_error" in result:
+                reply = {"op": "bughunt_outcomes", "value": {"__load_error__": result["load_error"]}}
+            else:
+                reply = {"op": "bughunt_outcomes", "value": result["ok"]}
+            wire.send(conn, reply)
+        except BaseException:  # noqa: BLE001 - the grader sees the runner end without outcomes
+            pass
         os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    try:
-        parsed = json.loads(data)
-    except ValueError:
-        raise RuntimeError("the tests crashed the process (os._exit or a fatal error)") from None
-    if "error" in parsed:
-        raise RuntimeError(parsed["error"])
-    return parsed["ok"]
+    os.waitpid(pid, 0)  # the grader stops a runner that overruns
+    shutil.rmtree(root, ignore_errors=True)
+    sweep()
+    return "bughunt_done"
+
+
+def _run_sweeper() -> Any:  # pragma: no cover - runs in the session
+    """What a bug-hunt run may leave where the next one would see it, removed after it ends.
+
+    Only inside the jail, under a uid reserved for this submission: there ``/tmp`` is the
+    submission's own and whatever in ``/dev/shm`` that uid owns is the submission's. New
+    entries in the work dir go too. (Outside the jail these are shared with other users.)
+    """
+    if os.environ.get("REPROKIT_SANDBOX") != "1" or os.getuid() not in UID_RANGE:
+        return lambda: None
+    uid = os.getuid()
+    places = ["/tmp", "/dev/shm", "/dev/mqueue", os.getcwd(), os.environ.get("TMPDIR", "")]
+
+    def listing() -> set[str]:
+        out = set()
+        for place in places:
+            with contextlib.suppress(OSError):
+                out |= {os.path.join(place, n) for n in os.listdir(place)} if place else set()
+        return out
+
+    before = listing()
+
+    def sweep() -> None:
+        for path in listing() - before:
+            try:
+                if os.lstat(path).st_uid != uid:
+                    continue
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+            except OSError:
+                pass
+
+    return sweep
 
 
 if __name__ == "__main__":  # pragma: no cover
