@@ -249,19 +249,29 @@ def test_a_test_that_loops_forever_times_out_and_the_next_one_runs(toy):
     def test_forever(implementation):
         while True:
             try:
-                time.sleep(0.01)
+                sum(range(1000))
             except Exception:  # a timeout must not be swallowable by except Exception
+                pass
+
+    def test_asleep(implementation):
+        while True:
+            try:
+                time.sleep(0.01)
+            except Exception:
                 pass
 
     def test_after(implementation):
         assert implementation.double(1) == 2
 
     t0 = time.monotonic()
-    out = bughunt.run_tests_against({"test_forever": test_forever, "test_after": test_after},
-                                    base, timeout_s=0.3)
-    assert time.monotonic() - t0 < 5
+    out = bughunt.run_tests_against({"test_forever": test_forever, "test_asleep": test_asleep,
+                                     "test_after": test_after}, base, timeout_s=0.3)
+    assert time.monotonic() - t0 < 30
     assert out["test_forever"]["status"] == "timeout"
-    assert "0.3 s" in out["test_forever"]["message"]
+    assert "more than 0.3 CPU-seconds" in out["test_forever"]["message"]
+    # sleeping costs no CPU: the wall-clock safety net (10x) stops it
+    assert out["test_asleep"]["status"] == "timeout"
+    assert "3 s (wall time)" in out["test_asleep"]["message"]
     assert out["test_after"]["status"] == "passed"
 
 

@@ -581,26 +581,35 @@ class _TestTimeout(BaseException):
 
 @contextlib.contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`_TestTimeout` in the block after ``seconds`` (main thread only; elsewhere no limit)."""
+    """Raise :class:`_TestTimeout` in the block once it has spent ``seconds`` CPU-seconds (all
+    threads of this process), or :data:`reprokit.cputime.WALL_FACTOR` times that in wall time
+    (a test that sleeps or blocks). CPU time, so a busy machine does not stop a test that an
+    idle one lets finish. Main thread only; elsewhere no limit."""
     if (seconds is None or seconds <= 0 or not hasattr(signal, "setitimer")
             or threading.current_thread() is not threading.main_thread()):
         yield
         return
+    from reprokit.cputime import WALL_FACTOR
 
     def expire(signum: int, frame: Any) -> None:
-        raise _TestTimeout()
+        raise _TestTimeout(signum)
 
+    timers = ((signal.ITIMER_PROF, signal.SIGPROF, seconds),
+              (signal.ITIMER_REAL, signal.SIGALRM, WALL_FACTOR * seconds))
     start = time.monotonic()
-    old_handler = signal.signal(signal.SIGALRM, expire)
-    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    saved = []
+    for timer, sig, limit in timers:
+        handler = signal.signal(sig, expire)
+        saved.append((timer, sig, handler, *signal.setitimer(timer, limit)))
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old_handler)
-        if old_delay > 0:  # someone else's timer was running: give it back what is left
-            left = old_delay - (time.monotonic() - start)
-            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), old_interval)
+        for timer, sig, handler, old_delay, old_interval in saved:
+            signal.setitimer(timer, 0)
+            signal.signal(sig, handler)
+            if old_delay > 0:  # someone else's timer was running: give it back what is left
+                left = old_delay - (time.monotonic() - start)
+                signal.setitimer(timer, max(left, 1e-3), old_interval)
 
 
 def _seeded_block(seed: int) -> contextlib.AbstractContextManager[Any]:
@@ -702,8 +711,14 @@ def _run_one(name: str, fn: Callable[..., Any], makers: Mapping[str, Callable[[]
                 if p.name in makers and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                     kwargs[p.name] = makers[p.name]()
             fn(**kwargs)
-    except _TestTimeout:
-        return {"status": "timeout", "message": f"{name} ran longer than {timeout_s:g} s and was stopped"}
+    except _TestTimeout as e:
+        if e.args and e.args[0] == signal.SIGALRM:
+            from reprokit.cputime import WALL_FACTOR
+
+            return {"status": "timeout", "message": f"{name} waited more than "
+                    f"{WALL_FACTOR * timeout_s:g} s (wall time) and was stopped"}
+        return {"status": "timeout", "message": f"{name} used more than {timeout_s:g} CPU-seconds "
+                "and was stopped"}
     except AssertionError as e:
         return {"status": "failed", "message": _assertion_message(e)}
     except BaseException as e:  # noqa: BLE001 - a test may raise anything, SystemExit included
@@ -955,7 +970,9 @@ def _run_in_fork(tests: Mapping[str, Callable[..., Any]], code: bytes, timeout_s
     os.close(w)
     # Per-test limits run inside the child; this outer limit catches what they cannot
     # (a test that swallows the timeout, a hang inside C code).
-    deadline = time.monotonic() + timeout_s * max(1, len(names)) + 30.0
+    from reprokit.cputime import WALL_FACTOR
+
+    deadline = time.monotonic() + WALL_FACTOR * (timeout_s * max(1, len(names)) + 30.0)
     chunks: list[bytes] = []
     killed = False
     try:

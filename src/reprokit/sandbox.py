@@ -463,7 +463,7 @@ class Session:
         """
         import base64
 
-        limit = time.monotonic() + float(timeout_s) * max(1, len(tests)) + 30.0
+        limit = self._run_budget(float(timeout_s) * max(1, len(tests)) + 30.0)
         self._request_start({"op": "bughunt", "tests": tests, "timeout_s": timeout_s})
         msg = self._bughunt_recv(limit, "starting a bug-hunt run")
         if msg.get("op") != "bughunt_ready":
@@ -485,11 +485,11 @@ class Session:
                 os.kill(pid, signal.SIGKILL)  # the session reports it gone, then we go on
             stopped = {name: {"status": "timeout", "message": "the tests did not finish on this "
                               "implementation in time and were stopped"} for name in tests}
-            return self._bughunt_finish(self._bughunt_recv(time.monotonic() + 30, "ending a run"),
+            return self._bughunt_finish(self._bughunt_recv(self._run_budget(30), "ending a run"),
                                         stopped, "")
         if msg.get("op") == "bughunt_outcomes":
             out = msg.get("value")
-            return self._bughunt_finish(self._bughunt_recv(time.monotonic() + 30, "ending a run"),
+            return self._bughunt_finish(self._bughunt_recv(self._run_budget(30), "ending a run"),
                                         out if type(out) is dict else {}, "")
         abrupt = {name: {"status": "error", "message": "the process running the tests ended "
                          "abruptly (os._exit, a crash or running out of memory)"} for name in tests}
@@ -508,16 +508,21 @@ class Session:
             raise ProtocolViolation("this session has ended")
         wire.send(self.zygote.sock, message)
 
-    def _bughunt_recv(self, limit: float, doing: str) -> dict:
-        remaining = min(limit, self.deadline) - time.monotonic()
+    def _run_budget(self, cpu_s: float) -> Budget:
+        """``cpu_s`` CPU-seconds for one bug-hunt run, within what is left of the question's."""
+        run = Budget.start(self.zygote.meter, cpu_s)
+        run.cpu_deadline = min(run.cpu_deadline, self.budget.cpu_deadline)
+        run.wall_deadline = min(run.wall_deadline, self.budget.wall_deadline)
+        return run
+
+    def _bughunt_recv(self, limit: Budget, doing: str) -> dict:
         try:
-            return self.zygote._recv(remaining, doing, kill_on_timeout=False)
-        except GradingTimeout:
-            if time.monotonic() >= self.deadline:
+            return self.zygote._recv(limit, doing, kill_on_timeout=False)
+        except GradingTimeout as e:
+            if self.budget.overrun(self.zygote.meter, doing) is not None:
                 self.closed = True
                 self._kill_fork()
-                raise GradingTimeout(f"this question's tests took longer than {self.timeout_s:.0f} s "
-                                     f"(stopped while {doing})") from None
+                raise GradingTimeout(f"this question's tests were stopped: {e}") from None
             raise
         except ProtocolViolation:
             self.closed = True
@@ -967,7 +972,8 @@ def _isolated_bughunt(ns: dict, msg: dict, conn: socket.socket) -> Any:  # pragm
     import gc
 
     gc.callbacks.clear()
-    for sig in (signal.SIGCHLD, signal.SIGALRM, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in (signal.SIGCHLD, signal.SIGALRM, signal.SIGPROF, signal.SIGVTALRM, signal.SIGUSR1,
+                signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # Python's own setting
     sweep = _run_sweeper()
