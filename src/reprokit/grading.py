@@ -346,11 +346,13 @@ def grade(
         budget = timeout_s if timeout_s is not None else max(240.0, 4 * ag.time_budget_s)
         deadline = t0 + budget
 
-        isolation: list[str] = []
+        isolation: dict[str, str] = {}
 
         def finish(status: str, message: str, questions: dict[str, QuestionScore]) -> GradeResult:
             fp = _fingerprint(ag.seed)
-            fp["isolation"] = isolation
+            # the layers that were set up and verified, and why each other one is missing
+            fp["isolation"] = [layer for layer, why in isolation.items() if not why]
+            fp["isolation_missing"] = {layer: why for layer, why in isolation.items() if why}
             return GradeResult(
                 status=status, questions=questions,
                 score=float(sum(q.score for q in questions.values())),
@@ -368,6 +370,7 @@ def grade(
             work = _prepare_workdir(base, notebook, ag, uid)
             limits = sandbox.Limits(memory_mb=memory_mb)
             zygote = sandbox.Zygote(work, cells, uid=uid, seed=ag.seed, limits=limits)
+            isolation.update(zygote.isolation)
             try:
                 try:
                     report = zygote.execute(deadline - time.monotonic())
@@ -376,13 +379,15 @@ def grade(
                 except sandbox.ProtocolViolation as e:
                     return finish("error", f"{e} (did it call os._exit or crash?); every question "
                                   "scores zero", _zero(tests))
-                isolation[:] = report.isolation
                 if report.memory_error:
                     where = next((er["cell"] for er in report.errors if er["type"] == "MemoryError"), "?")
                     return finish("out-of-memory", f"code cell {where} ran out of memory (limit "
                                   f"{memory_mb} MB); every question scores zero", _zero(tests))
                 questions, status, message = _run_tests(zygote, tests, ag, deadline,
                                                         question_timeout_s)
+                if zygote.violation is not None:
+                    return finish("error", f"{zygote.violation}; the questions it had not earned "
+                                  "by then score zero", questions)
                 if report.errors and status == "graded":
                     first = report.errors[0]
                     message = (f"{len(report.errors)} cell(s) raised; first: code cell {first['cell']}"
@@ -442,7 +447,12 @@ def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadlin
             except sandbox.ProtocolViolation as e:
                 tf.test_case_results = []
                 questions[tf.name].output = f"not graded: {e}"
+                if zygote.violation is not None:
+                    break
                 continue
+            if zygote.violation is not None:  # even where a test caught what the proxy raised
+                questions[tf.name].output = f"not graded: {zygote.violation}"
+                break
             if tf.test_case_results:
                 questions[tf.name] = QuestionScore(
                     tf.name, float(tf.score), float(tf.possible), tf.summary(),
