@@ -7,6 +7,7 @@ entry point, on one small assignment, and the batch always completes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -209,3 +210,143 @@ def test_whole_corpus_through_regrade(built: dict[str, Path], tmp_path: Path) ->
     assert winners == {}, winners
     assert rows["blow-time-budget-after-credit"]["status"] == "timeout"
     assert rows["blow-memory-budget-after-credit"]["status"] == "out-of-memory"
+
+
+# --------------------------------------------------------------------------- attacks on the host
+
+from host_attacks import HOST_ATTACKS, WIRE_ATTACKS  # noqa: E402
+
+
+def host_leftovers() -> dict[str, set]:
+    """What a submission could leave on the machine: files in the shared /dev/shm and /tmp,
+    System V IPC objects, and processes, of any sandbox uid (other programs on this machine
+    may come and go meanwhile)."""
+    import tempfile
+
+    def sandboxed(path: str) -> bool:
+        with contextlib.suppress(OSError):
+            return os.stat(path, follow_symlinks=False).st_uid in sandbox.UID_RANGE
+        return False
+
+    ipc = set()
+    for kind in ("shm", "sem", "msg"):
+        with contextlib.suppress(OSError):
+            lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()
+            head = lines[0].split()
+            for line in lines[1:]:
+                row = dict(zip(head, line.split(), strict=False))
+                if int(row["uid"]) in sandbox.UID_RANGE:
+                    ipc.add(f"{kind} {row['key']} {row['id']}")
+    return {
+        "files": {os.path.join(d, n) for d in ("/dev/shm", tempfile.gettempdir(), "/var/tmp")
+                  if os.path.isdir(d) for n in os.listdir(d) if sandboxed(os.path.join(d, n))},
+        "ipc": ipc,
+        "processes": {int(n) for n in os.listdir("/proc") if n.isdigit() and sandboxed(f"/proc/{n}")},
+    }
+
+
+def new_leftovers(before: dict[str, set]) -> dict[str, set]:
+    """What appeared since ``before`` (processes get a moment to be reaped)."""
+    import time
+
+    for _ in range(20):
+        after = host_leftovers()
+        new = {k: after[k] - before[k] for k in after if after[k] - before[k]}
+        if not new:
+            return {}
+        time.sleep(0.1)
+    return new
+
+
+def full_isolation() -> bool:
+    return sandbox.can_drop_privileges() and os.path.exists("/proc/self/ns/pid")
+
+
+needs_namespaces = pytest.mark.skipif(not full_isolation(), reason="needs root with namespaces")
+
+
+@pytest.fixture
+def host_listener():
+    """A listener on the host's loopback that no submission may reach."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def host_attack_notebook(built: dict[str, Path], name: str, dest: Path, port: int) -> Path:
+    cells = [c.replace("{port}", str(port)) for c in HOST_ATTACKS[name]]
+    return attack_notebook(built, cells, dest)
+
+
+@needs_namespaces
+@pytest.mark.parametrize("name", sorted(HOST_ATTACKS))
+def test_host_attack_scores_no_more_than_blank_and_leaves_nothing(
+        name: str, built: dict[str, Path], blank_score: float, tmp_path: Path, host_listener: int) -> None:
+    import time
+
+    nb = host_attack_notebook(built, name, tmp_path / f"{name}.ipynb", host_listener)
+    before = host_leftovers()
+    t0 = time.monotonic()
+    result = grade(nb, built["zip"], **FAST)
+    took = time.monotonic() - t0
+    assert result.possible == 3.0, "points possible must come from the autograder"
+    assert result.score <= blank_score, (name, result.status, result.message,
+                                         {q.name: q.output for q in result.questions.values()})
+    assert took <= FAST["timeout_s"] + 10, f"{name}: the grade took {took:.0f} s"
+    assert new_leftovers(before) == {}, f"{name} left this on the host"
+    if name in WIRE_ATTACKS:
+        assert result.status == "error", (result.status, result.message)
+        assert "unreadable" in result.message
+    assert set(result.fingerprint["isolation"]) == set(sandbox.LAYERS), result.fingerprint
+
+
+@needs_namespaces
+@pytest.mark.parametrize(("writer", "reader"), [("dev-shm-write", "dev-shm-read"),
+                                                ("sysv-shm-create", "sysv-shm-find")])
+def test_one_submission_cannot_read_what_another_left(writer: str, reader: str, built: dict[str, Path],
+                                                      tmp_path: Path, host_listener: int) -> None:
+    before = host_leftovers()
+    grade(host_attack_notebook(built, writer, tmp_path / "a.ipynb", host_listener), built["zip"], **FAST)
+    second = grade(host_attack_notebook(built, reader, tmp_path / "b.ipynb", host_listener),
+                   built["zip"], **FAST)
+    assert second.questions["q2"].score == 0.0, "the second submission found the first one's files"
+    assert new_leftovers(before) == {}
+
+
+@needs_namespaces
+def test_a_grade_never_kills_another_graders_submission(built: dict[str, Path], tmp_path: Path,
+                                                        host_listener: int) -> None:
+    """A process of another uid (say a grader in a container on this kernel, which used the old
+    fixed uid 61000) survives a submission that signals everything and the grade's cleanup."""
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "120"], user=61000)
+    try:
+        nb = host_attack_notebook(built, "kill-every-process-in-reach", tmp_path / "k.ipynb",
+                                  host_listener)
+        grade(nb, built["zip"], **FAST)
+        assert other.poll() is None, "the grade killed a process it did not start"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_reply_with_an_unknown_tag_is_the_submissions_error_in_results_json(
+        built: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_listener: int) -> None:
+    """Through the Gradescope entry point: status error, zero, every point still possible."""
+    from functools import partial
+
+    nb = host_attack_notebook(built, "unknown-wire-tag", tmp_path / "tag.ipynb", host_listener)
+    root = _gradescope_root(built, nb, tmp_path / "autograder")
+    os.chmod(tmp_path, 0o755)
+    monkeypatch.setattr(gradescope, "grade", partial(gradescope.grade, **FAST))
+    gradescope.main(root)
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == 0.0
+    graded = {t["name"]: t for t in results["tests"] if t.get("max_score")}
+    assert {n: t["max_score"] for n, t in graded.items()} == {"q1": 2.0, "q2": 1.0}
+    assert "error" in results["output"]
