@@ -350,3 +350,57 @@ def test_a_reply_with_an_unknown_tag_is_the_submissions_error_in_results_json(
     graded = {t["name"]: t for t in results["tests"] if t.get("max_score")}
     assert {n: t["max_score"] for n, t in graded.items()} == {"q1": 2.0, "q2": 1.0}
     assert "error" in results["output"]
+
+
+_GRADE_SCRIPT = """
+import json, sys
+from reprokit.grading import grade
+for nb in sys.argv[2:]:
+    r = grade(nb, sys.argv[1], timeout_s=15, question_timeout_s=10, memory_mb=2048)
+    print(json.dumps({"nb": nb, "score": r.score, "status": r.status, "message": r.message,
+                      "fingerprint": r.fingerprint}))
+"""
+
+
+def _drop_cap_sys_admin() -> None:  # pragma: no cover - runs between fork and exec
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(24, 21, 0, 0, 0) != 0:  # PR_CAPBSET_DROP, CAP_SYS_ADMIN
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _python_reachable_by_others() -> bool:
+    """Without a jail the submission's uid reads Python where it is installed: every folder above
+    it must let others through (not so for a Python under /root, mode 700)."""
+    path = Path(sys.prefix).resolve()
+    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
+
+
+@needs_namespaces
+@pytest.mark.slow  # one grader start-up and five small grades: about 40 s on 2 cores
+def test_isolation_report_is_truthful_for_root_without_cap_sys_admin(
+        built: dict[str, Path], tmp_path: Path, host_listener: int) -> None:
+    """Root without CAP_SYS_ADMIN, as under Docker's default profile: no namespace can be made.
+    The report says so, layer by layer (never 'network' when the submission reached the host's
+    loopback), and the fallbacks still leave nothing behind: the uid's processes are killed and
+    its files and System V objects in the shared places removed."""
+    names = ["reach-host-listener", "dev-shm-write", "sysv-shm-create", "leave-a-daemon", "proc-lists-host"]
+    nbs = [str(host_attack_notebook(built, n, tmp_path / f"{n}.ipynb", host_listener)) for n in names]
+    os.chmod(tmp_path, 0o755)
+    before = host_leftovers()
+    out = subprocess.run([sys.executable, "-c", _GRADE_SCRIPT, str(built["zip"]), *nbs],
+                         capture_output=True, text=True, preexec_fn=_drop_cap_sys_admin, timeout=600)
+    rows = {Path(r["nb"]).stem: r for r in map(json.loads, out.stdout.splitlines())}
+    assert set(rows) == set(names), out.stderr[-3000:]
+    for name, row in rows.items():
+        fp = row["fingerprint"]
+        assert set(fp["isolation"]) == {"uid", "limits"}, (name, fp)
+        assert set(fp["isolation_missing"]) == {"network", "ipc", "pid", "filesystem", "disk", "dev"}
+        assert "CLONE_NEWNET" in fp["isolation_missing"]["network"]
+    assert new_leftovers(before) == {}
+    if not _python_reachable_by_others():
+        pytest.skip("report checked; without a jail the sandbox uid cannot read this Python, so the "
+                    "attacks themselves did not run (a folder above it is private)")
+    # without a network namespace the submission does reach the host: the report must not hide it
+    assert rows["reach-host-listener"]["score"] == 1.0, {n: (r["status"], r["message"]) for n, r in rows.items()}
+    assert new_leftovers(before) == {}
