@@ -350,6 +350,11 @@ def test_a_reply_with_an_unknown_tag_is_the_submissions_error_in_results_json(
     graded = {t["name"]: t for t in results["tests"] if t.get("max_score")}
     assert {n: t["max_score"] for n, t in graded.items()} == {"q1": 2.0, "q2": 1.0}
     assert "error" in results["output"]
+    (report,) = [t for t in results["tests"] if t["name"] == "Grading isolation"]
+    assert report["visibility"] == "hidden", "students must not see the isolation report"
+    layers = report["output"].splitlines()[0].removeprefix("active: ").split(", ")
+    if full_isolation():
+        assert set(layers) == set(sandbox.LAYERS), report["output"]
 
 
 _GRADE_SCRIPT = """

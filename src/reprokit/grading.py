@@ -131,6 +131,13 @@ class GradeResult:
         for q in self.questions.values():
             tests.append({"name": q.name, "score": round(q.score, 5), "max_score": round(q.possible, 5),
                           "visibility": visibility, "output": q.output})
+        if "isolation" in self.fingerprint:  # for instructors: what kept this submission in
+            active = self.fingerprint["isolation"]
+            missing = self.fingerprint.get("isolation_missing") or {}
+            tests.append({"name": "Grading isolation", "score": 0.0, "max_score": 0.0,
+                          "visibility": "hidden", "output": "\n".join(
+                              [f"active: {', '.join(active) or 'none'}"]
+                              + [f"missing {layer}: {why}" for layer, why in missing.items()])})
         return {"score": round(self.score, 5), "tests": tests,
                 "output": f"reprokit: {self.status}. {self.message}".strip()}
 
