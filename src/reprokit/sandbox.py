@@ -338,6 +338,7 @@ class Zygote:
             hello = self._setup_recv("starting")
             self.pid = int(hello["pid"])
             self._pidfds.append(_pidfd(self.pid) or -1)
+            self.sock.settimeout(120)
             wire.send(self.sock, {
                 "workdir": str(workdir), "uid": uid, "seed": seed, "cells": cells,
                 "limits": limits.__dict__, "env": env or {},
@@ -421,6 +422,15 @@ class Zygote:
         except wire.ProtocolError as e:
             raise self.violated(f"the submission sent something unreadable while {doing} ({e})") from None
 
+    def send(self, message: dict, timeout_s: float, doing: str) -> None:
+        """Send to the submission, giving up after ``timeout_s`` (one that stops reading would
+        otherwise block the grader once the socket's buffer is full)."""
+        try:
+            self.sock.settimeout(max(timeout_s, 0.001))
+            wire.send(self.sock, message)
+        except OSError:
+            raise self.violated(f"the submission stopped reading while {doing}") from None
+
     def violated(self, why: str) -> ProtocolViolation:
         """Record that the submission broke the wire protocol and stop it; the caller raises
         what this returns. Grading then ends with status ``error``."""
@@ -434,7 +444,7 @@ class Zygote:
         """A fresh fork of the executed notebook, for one test file."""
         if self.dead:
             raise ProtocolViolation(self.violation or "the submission's process is gone")
-        wire.send(self.sock, {"op": "session"})
+        self.send({"op": "session"}, 30, "starting a session")
         msg = self._recv(30, "starting a session")
         pid = msg.get("pid")
         # the fork reports its pid in its own PID namespace; find it among the init's children
@@ -451,19 +461,21 @@ class Zygote:
         """Kill the submission: its init (and with it its PID namespace), the zygote, and, where
         there is no PID namespace, every process of its uid or its process group."""
         self.dead = True
-        for fd in self._pidfds:
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+        zygote_fd, *init_fd = self._pidfds or [-1]
+        for fd in init_fd:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
         if self.uid is not None and "pid" not in self.active_layers:
             kill_uid(self.uid)
         elif self.uid is None and self.pid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
-        # the zygote ends once its init, and so the whole namespace, is gone
-        if self._pidfds and self._pidfds[0] >= 0:
+        if zygote_fd >= 0:
+            # the zygote ends once it has reaped its init, so once the whole namespace is gone
             with contextlib.suppress(OSError):
-                select.select([self._pidfds[0]], [], [], 10)
+                if init_fd:
+                    select.select([zygote_fd], [], [], 10)
+                signal.pidfd_send_signal(zygote_fd, signal.SIGKILL)
         for fd in self._pidfds:
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -475,6 +487,7 @@ class Zygote:
     def close(self) -> None:
         if not self.dead:
             with contextlib.suppress(OSError, wire.ProtocolError):
+                self.sock.settimeout(5)
                 wire.send(self.sock, {"op": "shutdown"})
         self.kill()
 
@@ -493,11 +506,10 @@ class Session:
         if self.closed:
             raise ProtocolViolation("this session has ended")
         try:
-            wire.send(self.zygote.sock, message)
-        except OSError:  # a reset socket, or a submission that stopped reading
+            self.zygote.send(message, self.deadline - time.monotonic(), doing)
+        except ProtocolViolation:
             self.closed = True
-            self.zygote.kill()
-            raise ProtocolViolation(f"the submission's process stopped listening while {doing}") from None
+            raise
         while True:
             remaining = self.deadline - time.monotonic()
             try:
@@ -511,7 +523,11 @@ class Session:
                 self.closed = True
                 raise
             if msg.get("op") == "callback":
-                self._answer_callback(msg)
+                try:
+                    self._answer_callback(msg)
+                except ProtocolViolation:
+                    self.closed = True
+                    raise
                 continue
             return msg
 
@@ -532,7 +548,7 @@ class Session:
             reply = {"op": "callback_result", "value": wire.encode(value)}
         except (AttributeError, KeyError, IndexError, TypeError) as e:
             reply = {"op": "callback_result", "error": f"{type(e).__name__}: {e}"}
-        wire.send(self.zygote.sock, reply)
+        self.zygote.send(reply, self.deadline - time.monotonic(), "answering its request")
 
     def _encode_arg(self, x: Any, path: str) -> Any:
         def ref(obj: Any, _path: str) -> Any:
@@ -604,6 +620,7 @@ class Session:
         else:
             self.closed = True
             try:
+                self.zygote.sock.settimeout(5)
                 wire.send(self.zygote.sock, {"op": "end"})
             except OSError:
                 self._kill_fork()
