@@ -409,3 +409,32 @@ def test_isolation_report_is_truthful_for_root_without_cap_sys_admin(
     # without a network namespace the submission does reach the host: the report must not hide it
     assert rows["reach-host-listener"]["score"] == 1.0, {n: (r["status"], r["message"]) for n, r in rows.items()}
     assert new_leftovers(before) == {}
+
+
+@needs_namespaces
+@pytest.mark.slow  # 14 small grades, two at a time, one of them a 15 s trickle: about 60 s on 2 cores
+def test_host_corpus_through_regrade(built: dict[str, Path], tmp_path: Path, host_listener: int) -> None:
+    """One parallel batch of the host attacks: none wins, the wire attacks are the submissions'
+    errors, grades.csv carries each isolation report, and nothing is left on the host."""
+    import csv
+
+    from reprokit.regrade import regrade
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.copy(built["student"], subs / "blank.ipynb")
+    for name in HOST_ATTACKS:
+        host_attack_notebook(built, name, subs / f"{name}.ipynb", host_listener)
+    before = host_leftovers()
+    summary = regrade(subs, built["zip"], jobs=2, out=tmp_path / "out", timeout_s=15, memory_mb=2048)
+    with open(summary.csv, newline="") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"blank", *HOST_ATTACKS}
+    blank = float(rows["blank"]["total"])
+    assert {n: rows[n]["total"] for n in HOST_ATTACKS if float(rows[n]["total"]) > blank} == {}
+    assert {n: rows[n]["status"] for n in WIRE_ATTACKS} == dict.fromkeys(WIRE_ATTACKS, "error")
+    assert all(float(rows[n]["possible"]) == 3.0 for n in rows)
+    for name, row in rows.items():
+        fp = json.loads(row["fingerprint"])
+        assert (set(fp["isolation"]), fp["isolation_missing"]) == (set(sandbox.LAYERS), {}), name
+    assert new_leftovers(before) == {}
