@@ -6,11 +6,15 @@ Three kinds of process take part:
 * the **template** (trusted): a long-lived interpreter with torch, NumPy, IPython
   and reprokit already imported; it forks one *zygote* per submission, so no
   submission pays for those imports and none inherits the grader's memory;
-* the **zygote** (untrusted once the notebook starts): drops to an unprivileged
-  uid where it can (root), leaves the network, takes resource limits, executes the
-  notebook's code cells in its own directory, then serves requests. Each test file
-  gets a fresh fork of it (a *session*), so a question cannot change the state
-  another question sees.
+* the **zygote** (trusted): leaves the grader's mount, IPC, network and PID namespaces
+  and forks the submission's *init*, the first process of the new PID namespace;
+* the **init** (untrusted once the notebook starts): builds its jail (read-only OS and
+  packages, one capped tmpfs for the work dir, /tmp and /dev/shm, a minimal /dev, its own
+  /proc), takes resource limits, drops to a uid drawn for this submission, checks every
+  layer and reports them (:data:`LAYERS`), executes the notebook's code cells, then
+  serves requests. Each test file gets a fresh fork of it (a *session*), so a question
+  cannot change the state another question sees. Killing the init ends its namespace and
+  everything in it.
 
 Messages are :mod:`reprokit.wire` JSON in both directions. The grader sees the
 notebook through proxies: data arrives decoded into exact types, functions as
