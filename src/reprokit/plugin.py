@@ -82,7 +82,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--reprokit-profile", action="store", choices=PROFILES, default=None,
         help="hypothesis profile: dev (10 examples), ci (100 examples, no deadline, prints "
-             "reproduction blobs) or grading (derandomized, no database, 2 s deadline). "
+             "reproduction blobs) or grading (derandomized, no database, no wall-clock deadline). "
              "Default: ini reprokit_profile, else 'ci' when the CI environment variable is "
              "set, else 'dev'. --hypothesis-profile, if given, wins.",
     )

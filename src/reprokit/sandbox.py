@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprokit import wire
+from reprokit import cputime, wire
 
 #: modules the template imports once, so every submission starts warm
 DEFAULT_PRELOAD = (
@@ -57,9 +57,20 @@ DEFAULT_PRELOAD = (
 )
 # For graders running side by side (``regrade -j N``, N > 1): OpenMP threads that sleep
 # when idle instead of spinning, or they burn each other's cores (40 level-1 submissions,
-# -j 2 on 2 cores: 65.7 s spinning, 46-52 s passive). A lone grader is faster spinning
-# (median 1.7 s against 2.0 s per submission), so this is not the default.
+# -j 2 on 2 cores: 65.7 s spinning, 46-52 s passive).
 PARALLEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: Graded code runs torch (and NumPy's BLAS) on this many threads, whatever the notebook
+#: sets: one thread cannot oversubscribe the cores a grader was given, its CPU seconds do
+#: not grow with load (spinning OpenMP threads on shared cores took 7.9 s for what one
+#: thread did in 0.56 s), and the numbers are the same (the Zhang MLP's accuracies are
+#: bit-identical on 1, 2 and 4 threads; tests/test_cputime.py keeps that checked).
+GRADED_THREADS = 1
+GRADED_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(GRADED_THREADS),
+              "MKL_NUM_THREADS": str(GRADED_THREADS), "OPENBLAS_NUM_THREADS": str(GRADED_THREADS)}
+#: how often the grader reads a waiting submission's CPU clock
+POLL_S = 0.1
+#: once a reply has started to arrive, all of it must be in within this many seconds
+MESSAGE_S = 10.0
 #: Grading uids are drawn at random from this range and checked unused on this machine, so
 #: graders on one kernel (a host and its Docker containers, which do not remap uids) do not share
 #: one: two graders meet on a uid with odds of about 1 in 2 * 10^9 per pair of submissions.
@@ -116,7 +127,7 @@ class Template:
         self.dir = Path(tempfile.mkdtemp(prefix="reprokit-template-"))
         os.chmod(self.dir, 0o700)
         self.socket_path = str(self.dir / "template.sock")
-        env = dict(os.environ, MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
+        env = dict(os.environ, MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1", **GRADED_ENV)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reprokit.sandbox", self.socket_path, json.dumps(list(preload))],
             # the template reads its stdin until EOF: it ends when this process does
@@ -311,6 +322,37 @@ class ExecReport:
     duration_s: float = 0.0
     #: the layers that were set up and verified (see :attr:`Zygote.isolation`)
     isolation: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+
+@dataclass
+class Budget:
+    """Limits for one wait on the submission: CPU seconds its processes may spend (counted
+    by :class:`reprokit.cputime.CpuMeter`) and a wall-clock safety net."""
+
+    cpu_deadline: float  # the meter's reading at which time is up
+    wall_deadline: float  # time.monotonic() at which time is up
+    cpu_limit_s: float  # for messages
+    cpu_start: float
+    wall_start: float
+
+    @classmethod
+    def start(cls, meter: cputime.CpuMeter, cpu_limit_s: float,
+              wall_limit_s: float | None = None) -> Budget:
+        cpu0, t0 = meter.seconds(), time.monotonic()
+        wall = wall_limit_s if wall_limit_s is not None else cputime.WALL_FACTOR * cpu_limit_s
+        return cls(cpu0 + cpu_limit_s, t0 + wall, cpu_limit_s, cpu0, t0)
+
+    def overrun(self, meter: cputime.CpuMeter, doing: str) -> str | None:
+        """Why time is up (None while it is not)."""
+        cpu = meter.seconds()
+        if cpu >= self.cpu_deadline:
+            return f"the submission used more than {self.cpu_limit_s:.0f} CPU-seconds {doing}"
+        if time.monotonic() >= self.wall_deadline:
+            wall, used = time.monotonic() - self.wall_start, cpu - self.cpu_start
+            return (f"the submission took longer than {wall:.0f} s of wall time {doing}"
+                    + cputime.busy_note(used, wall))
+        return None
 
 
 class Zygote:
@@ -342,6 +384,8 @@ class Zygote:
             hello = self._setup_recv("starting")
             self.pid = int(hello["pid"])
             self._pidfds.append(_pidfd(self.pid) or -1)
+            # before the notebook runs: everything it starts is counted
+            self.meter = cputime.CpuMeter(self.pid, uid=uid)
             self.sock.settimeout(120)
             wire.send(self.sock, {
                 "workdir": str(workdir), "uid": uid, "seed": seed, "cells": cells,
@@ -398,29 +442,55 @@ class Zygote:
         """The isolation layers that were set up and verified."""
         return [layer for layer, why in self.isolation.items() if not why]
 
-    def execute(self, timeout_s: float) -> ExecReport:
-        """Wait for the notebook to finish executing."""
-        t0 = time.monotonic()
-        msg = self._recv(timeout_s, "executing the notebook")
+    def cpu_seconds(self) -> float:
+        """CPU seconds the submission's processes have spent so far."""
+        return self.meter.seconds()
+
+    def execute(self, cpu_limit_s: float, wall_limit_s: float | None = None) -> ExecReport:
+        """Wait for the notebook to finish executing, for at most ``cpu_limit_s`` CPU-seconds
+        of its processes (and ``wall_limit_s``, default :data:`cputime.WALL_FACTOR` times that)."""
+        budget = Budget.start(self.meter, cpu_limit_s, wall_limit_s)
+        msg = self._recv(budget, "executing the notebook")
         if msg.get("op") != "executed":
             raise ProtocolViolation("the notebook interfered with the grader while it ran")
         errors = msg.get("errors")
         return ExecReport(
             errors=errors if type(errors) is list else [],
             memory_error=msg.get("memory_error") is True,
-            duration_s=time.monotonic() - t0,
+            duration_s=time.monotonic() - budget.wall_start,
             isolation=self.active_layers,
+            cpu_s=self.meter.seconds() - budget.cpu_start,
         )
 
-    def _recv(self, timeout_s: float, doing: str, *, kill_on_timeout: bool = True) -> dict:
+    def _recv(self, budget: Budget | float, doing: str, *, kill_on_timeout: bool = True) -> dict:
+        """The next message, waiting while the submission computes within ``budget`` (a
+        :class:`Budget`, or a number of CPU-seconds from now)."""
+        if not isinstance(budget, Budget):
+            budget = Budget.start(self.meter, float(budget))
+        while True:
+            why = budget.overrun(self.meter, doing)
+            if why is not None:
+                if kill_on_timeout:
+                    self.kill()
+                raise GradingTimeout(why)
+            wait = min(POLL_S, max(budget.wall_deadline - time.monotonic(), 0.001))
+            try:
+                readable, _, _ = select.select([self.sock], [], [], wait)
+            except (OSError, ValueError):  # the socket was closed under us
+                readable = [self.sock]
+            if readable:
+                break
+        # it has started to send: the whole message must be in within MESSAGE_S (a trickled
+        # reply spends no CPU, so the CPU budget alone would let it stretch to the wall limit)
+        deadline = min(max(budget.wall_deadline, time.monotonic() + 1.0), time.monotonic() + MESSAGE_S)
         try:
-            return wire.recv(self.sock, deadline=time.monotonic() + max(timeout_s, 0.001),
+            return wire.recv(self.sock, deadline=deadline,
                              max_bytes=REPLY_MAX_BYTES, max_decoded_bytes=REPLY_MAX_DECODED_BYTES)
         except TimeoutError:
             if kill_on_timeout:
                 self.kill()
-            raise GradingTimeout(f"the submission took longer than {timeout_s:.0f} s {doing}") from None
-        except EOFError:
+            raise GradingTimeout(f"the submission's answer did not arrive in time {doing}") from None
+        except (EOFError, OSError):
             self.dead = True
             raise ProtocolViolation(f"the submission's process ended while {doing}") from None
         except wire.ProtocolError as e:
@@ -444,18 +514,20 @@ class Zygote:
         return ProtocolViolation(why)
 
     @contextlib.contextmanager
-    def session(self, timeout_s: float) -> Iterator[Session]:
-        """A fresh fork of the executed notebook, for one test file."""
+    def session(self, cpu_limit_s: float, wall_limit_s: float | None = None) -> Iterator[Session]:
+        """A fresh fork of the executed notebook, for one test file, whose processes may spend
+        ``cpu_limit_s`` CPU-seconds (``wall_limit_s`` of wall time, by default
+        :data:`cputime.WALL_FACTOR` times that)."""
         if self.dead:
             raise ProtocolViolation(self.violation or "the submission's process is gone")
         self.send({"op": "session"}, 30, "starting a session")
-        msg = self._recv(30, "starting a session")
+        msg = self._recv(Budget.start(self.meter, 30, 120), "starting a session")
         pid = msg.get("pid")
         # the fork reports its pid in its own PID namespace; find it among the init's children
         host_pid = _child_by_inner_pid(self.init_pid, pid) if type(pid) is int else None
         if msg.get("op") != "session" or host_pid is None:
             raise self.violated("the submission answered a session request with something else")
-        s = Session(self, host_pid, deadline=time.monotonic() + timeout_s, timeout_s=timeout_s)
+        s = Session(self, host_pid, Budget.start(self.meter, cpu_limit_s, wall_limit_s))
         try:
             yield s
         finally:
@@ -494,14 +566,14 @@ class Zygote:
                 self.sock.settimeout(5)
                 wire.send(self.sock, {"op": "shutdown"})
         self.kill()
+        self.meter.close()
 
 
 class Session:
     """Requests to one fork of the executed notebook."""
 
-    def __init__(self, zygote: Zygote, pid: int, deadline: float, timeout_s: float = 0.0):
-        self.zygote, self.pid, self.deadline = zygote, pid, deadline
-        self.timeout_s = timeout_s
+    def __init__(self, zygote: Zygote, pid: int, budget: Budget):
+        self.zygote, self.pid, self.budget = zygote, pid, budget
         self.closed = False
         self._callbacks: dict[int, Any] = {}
 
@@ -510,19 +582,17 @@ class Session:
         if self.closed:
             raise ProtocolViolation("this session has ended")
         try:
-            self.zygote.send(message, self.deadline - time.monotonic(), doing)
+            self.zygote.send(message, self.budget.wall_deadline - time.monotonic(), doing)
         except ProtocolViolation:
             self.closed = True
             raise
         while True:
-            remaining = self.deadline - time.monotonic()
             try:
-                msg = self.zygote._recv(remaining, doing, kill_on_timeout=False)
-            except GradingTimeout:
+                msg = self.zygote._recv(self.budget, doing, kill_on_timeout=False)
+            except GradingTimeout as e:
                 self.closed = True
                 self._kill_fork()
-                raise GradingTimeout(f"this question's tests took longer than {self.timeout_s:.0f} s "
-                                     f"(stopped while {doing})") from None
+                raise GradingTimeout(f"this question's tests were stopped: {e}") from None
             except ProtocolViolation:
                 self.closed = True
                 raise
@@ -552,7 +622,7 @@ class Session:
             reply = {"op": "callback_result", "value": wire.encode(value)}
         except (AttributeError, KeyError, IndexError, TypeError) as e:
             reply = {"op": "callback_result", "error": f"{type(e).__name__}: {e}"}
-        self.zygote.send(reply, self.deadline - time.monotonic(), "answering its request")
+        self.zygote.send(reply, self.budget.wall_deadline - time.monotonic(), "answering its request")
 
     def _encode_arg(self, x: Any, path: str) -> Any:
         def ref(obj: Any, _path: str) -> Any:
@@ -630,11 +700,11 @@ class Session:
                 self._kill_fork()
         if self.zygote.dead:
             return
-        deadline = time.monotonic() + 15  # for all that arrives before the fork's end
         try:
-            msg = self.zygote._recv(15, "ending a session")
+            ending = Budget.start(self.zygote.meter, 15, 60)
+            msg = self.zygote._recv(ending, "ending a session")
             while msg.get("op") != "session_ended":
-                msg = self.zygote._recv(deadline - time.monotonic(), "ending a session")
+                msg = self.zygote._recv(ending, "ending a session")
         except (GradingTimeout, ProtocolViolation):
             pass
 
@@ -953,6 +1023,7 @@ def _init_main(conn: socket.socket, config: dict, unshared: dict[str, str]) -> N
                        "REPROKIT_SANDBOX": "1", **config.get("env", {})})
     tempfile.tempdir = tmp
     sys.path.insert(0, workdir)
+    clamp_torch_threads()
     ns = _execute(config["cells"], config.get("seed"), conn)
     _serve_zygote(conn, ns)
 
@@ -1007,6 +1078,23 @@ def _execute(cells: list[str], seed: int | None, conn: socket.socket) -> dict:  
     sys.stdout.flush()
     wire.send(conn, {"op": "executed", "errors": errors, "memory_error": memory_error})
     return shell.user_ns
+
+
+def clamp_torch_threads(limit: int = GRADED_THREADS) -> None:  # pragma: no cover - in the zygote
+    """Run torch on at most ``limit`` threads from now on, whatever the notebook asks for:
+    ``torch.set_num_threads(n)`` keeps working but is capped at ``limit``."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    original = getattr(torch.set_num_threads, "__wrapped__", torch.set_num_threads)
+
+    def set_num_threads(n: int) -> None:
+        original(max(1, min(int(n), limit)))
+
+    set_num_threads.__wrapped__ = original  # type: ignore[attr-defined]
+    set_num_threads.__doc__ = original.__doc__
+    torch.set_num_threads = set_num_threads
+    original(limit)
 
 
 def one_thread_after_fork() -> None:  # pragma: no cover - runs in forked children

@@ -254,8 +254,9 @@ def fingerprint(seed: int | None = None) -> dict[str, Any]:
 
 #: reprokit's Hypothesis profiles: name -> settings keyword arguments.
 #: ``reprokit-grading`` is derandomized (the examples follow from the test's source, so a
-#: submission earns the same score on every run), keeps no example database, and bounds
-#: each example's time.
+#: submission earns the same score on every run) and keeps no example database. It has no
+#: per-example deadline: hypothesis measures deadlines in wall time, which a busy machine
+#: stretches; the grader bounds a test's CPU-seconds instead.
 HYPOTHESIS_PROFILES: dict[str, dict[str, Any]] = {
     "reprokit-dev": {"max_examples": 10, "deadline": None},
     "reprokit-ci": {"max_examples": 100, "deadline": None, "print_blob": True},
@@ -263,7 +264,7 @@ HYPOTHESIS_PROFILES: dict[str, dict[str, Any]] = {
         "max_examples": 25,
         "derandomize": True,
         "database": None,
-        "deadline": 2000,  # milliseconds per example
+        "deadline": None,
         "print_blob": False,
         "suppress_health_check": ("too_slow",),
     },
