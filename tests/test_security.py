@@ -348,7 +348,8 @@ def test_a_reply_with_an_unknown_tag_is_the_submissions_error_in_results_json(
     results = json.loads((root / "results" / "results.json").read_text())
     assert results["score"] == 0.0
     graded = {t["name"]: t for t in results["tests"] if t.get("max_score")}
-    assert {n: t["max_score"] for n, t in graded.items()} == {"q1": 2.0, "q2": 1.0}
+    assert sum(t["max_score"] for t in graded.values()) == 3.0, "every point still possible"
+    assert all(t["score"] == 0.0 for t in graded.values())
     assert "error" in results["output"]
     (report,) = [t for t in results["tests"] if t["name"].startswith("Grading environment")]
     assert report["visibility"] == "hidden", "students must not see the isolation report"
