@@ -282,8 +282,13 @@ def host_attack_notebook(built: dict[str, Path], name: str, dest: Path, port: in
     return attack_notebook(built, cells, dest)
 
 
+QUICK_HOST = {"dev-shm-write", "proc-lists-host", "leave-a-daemon", "reach-host-listener",
+              "huge-reply", "unknown-wire-tag"}
+
+
 @needs_namespaces
-@pytest.mark.parametrize("name", sorted(HOST_ATTACKS))
+@pytest.mark.parametrize("name", [  # the rest (about 25 s, a 10 s trickle among them) are slow
+    pytest.param(n, marks=() if n in QUICK_HOST else pytest.mark.slow) for n in sorted(HOST_ATTACKS)])
 def test_host_attack_scores_no_more_than_blank_and_leaves_nothing(
         name: str, built: dict[str, Path], blank_score: float, tmp_path: Path, host_listener: int) -> None:
     import time
