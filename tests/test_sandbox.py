@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -72,7 +74,6 @@ def zygote():
     work.mkdir()
     with sandbox.sandbox_uid() as uid:
         if uid is not None:
-            import os
             os.chown(work, uid, uid)
         z = sandbox.Zygote(work, CELLS, uid=uid, seed=0, limits=sandbox.Limits(memory_mb=2048))
         report = z.execute(60)
@@ -167,7 +168,7 @@ def test_packages_installed_under_tmp_stay_importable_in_the_jail(tmp_path: Path
     (root / "tmppkg_reprokit" / "lazy.py").write_text("VALUE = 41 + 1\n")
     for p in (tmp_path, root, root / "tmppkg_reprokit"):
         p.chmod(0o755)
-    monkeypatch.setenv("PYTHONPATH", str(root))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
     own = sandbox.Template(preload=sandbox.DEFAULT_PRELOAD + ("tmppkg_reprokit",))
     monkeypatch.setattr(sandbox, "_template", own)
     work = tmp_path / "grade" / "work"
@@ -176,7 +177,6 @@ def test_packages_installed_under_tmp_stay_importable_in_the_jail(tmp_path: Path
     try:
         with sandbox.sandbox_uid() as uid:
             if uid is not None:
-                import os
                 os.chown(work, uid, uid)
             z = sandbox.Zygote(work, ["from tmppkg_reprokit.lazy import VALUE\n"], uid=uid,
                                seed=0, limits=sandbox.Limits(memory_mb=2048))
@@ -189,3 +189,146 @@ def test_packages_installed_under_tmp_stay_importable_in_the_jail(tmp_path: Path
                 z.close()
     finally:
         own.close()
+
+
+# --------------------------------------------------------------------------- wire limits
+
+
+def _pair() -> tuple:
+    import socket
+
+    return socket.socketpair()
+
+
+def _send_later(sock: object, data: bytes) -> None:
+    """Send from a thread: a socket pair's buffer holds less than some of these messages."""
+    import threading
+
+    threading.Thread(target=lambda: sock.sendall(data), daemon=True).start()
+
+
+def test_wire_deadline_bounds_the_whole_message_not_each_recv() -> None:
+    """A reply trickled a byte at a time ends at its deadline, however often bytes arrive."""
+    import struct
+    import threading
+    import time
+
+    a, b = _pair()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        b.sendall(struct.pack("!Q", 1000))
+        while not stop.wait(0.05):
+            b.sendall(b" ")
+
+    threading.Thread(target=trickle, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(wire.LateMessage):
+        wire.recv(a, deadline=t0 + 0.5)
+    stop.set()
+    assert time.monotonic() - t0 < 1.5
+    a.close()
+    b.close()
+
+
+def test_wire_deadline_with_nothing_sent_is_a_plain_timeout() -> None:
+    import time
+
+    a, b = _pair()
+    with pytest.raises(TimeoutError) as info:
+        wire.recv(a, deadline=time.monotonic() + 0.2)
+    assert not isinstance(info.value, wire.ProtocolError)
+    a.close()
+    b.close()
+
+
+def test_wire_refuses_an_oversized_length_prefix_before_allocating() -> None:
+    import struct
+    import tracemalloc
+
+    a, b = _pair()
+    b.sendall(struct.pack("!Q", 1 << 40))
+    tracemalloc.start()
+    with pytest.raises(wire.MessageTooLarge):
+        wire.recv(a, max_bytes=1 << 20)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20
+    a.close()
+    b.close()
+
+
+SHAPES = {
+    "empty lists": b"[" + b",".join([b"[]"] * 200_000) + b"]",
+    "empty dicts": b"[" + b",".join([b"{}"] * 200_000) + b"]",
+    "one-key dicts": b"[" + b",".join([b'{"a":1}'] * 200_000) + b"]",
+    "unique keys": b"{" + b",".join(b'"k%d":1' % i for i in range(200_000)) + b"}",
+    "floats": b"[" + b",".join([b"1.5"] * 200_000) + b"]",
+    "strings": b"[" + b",".join(b'"%d"' % i for i in range(200_000)) + b"]",
+    "base64 array": b'{"__ndarray__":{"dtype":"uint8","shape":[3000000],"data":"'
+                    + b"A" * 4_000_000 + b'"}}',
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_decoded_size_bound_covers_what_decoding_takes(shape: str) -> None:
+    """The cap on a reply's decoded size is checked before json.loads: the bound must hold."""
+    import json
+    import tracemalloc
+
+    body = SHAPES[shape]
+    tracemalloc.start()
+    value = json.loads(body)
+    with contextlib.suppress(wire.ProtocolError):  # the grader decodes what it parsed
+        value = (value, wire.decode(value))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    del value
+    assert peak <= wire.decoded_size_bound(body), (shape, peak, wire.decoded_size_bound(body))
+
+
+def test_wire_refuses_a_reply_that_would_decode_too_large() -> None:
+    a, b = _pair()
+    body = SHAPES["empty lists"]
+    _send_later(b, len(body).to_bytes(8, "big") + body)
+    with pytest.raises(wire.MessageTooLarge, match="too many values"):
+        wire.recv(a, max_decoded_bytes=len(body) * 4)
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("body", [b'{"op": "r\xc3\xa9sult"}', b"[" * 100_000 + b"]" * 100_000, b"[1]"])
+def test_wire_refuses_non_ascii_deep_and_non_object_bodies(body: bytes) -> None:
+    a, b = _pair()
+    _send_later(b, len(body).to_bytes(8, "big") + body)
+    with pytest.raises(wire.ProtocolError):
+        wire.recv(a)
+    a.close()
+    b.close()
+
+
+# --------------------------------------------------------------------------- uids
+
+
+def test_sandbox_uids_come_from_a_large_range_and_skip_uids_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    if not sandbox.can_drop_privileges():
+        pytest.skip("uids are drawn only when the grader runs as root")
+    import subprocess
+
+    busy = sandbox.UID_RANGE.start + 12345
+    sleeper = subprocess.Popen(["sleep", "60"], user=busy)
+    try:
+        draws = iter([busy, busy + 1])
+        monkeypatch.setattr(sandbox.random.SystemRandom, "randrange", lambda self, a, b: next(draws))
+        with sandbox.sandbox_uid() as uid:
+            assert uid == busy + 1
+        assert sleeper.poll() is None, "the end of a grade killed a process of another uid"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert len(sandbox.UID_RANGE) > 2**30
+
+
+def test_kill_uid_refuses_a_uid_it_did_not_draw() -> None:
+    with pytest.raises(ValueError):
+        sandbox.kill_uid(61000)

@@ -7,6 +7,7 @@ entry point, on one small assignment, and the batch always completes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -209,3 +210,238 @@ def test_whole_corpus_through_regrade(built: dict[str, Path], tmp_path: Path) ->
     assert winners == {}, winners
     assert rows["blow-time-budget-after-credit"]["status"] == "timeout"
     assert rows["blow-memory-budget-after-credit"]["status"] == "out-of-memory"
+
+
+# --------------------------------------------------------------------------- attacks on the host
+
+from host_attacks import HOST_ATTACKS, WIRE_ATTACKS  # noqa: E402
+
+
+def host_leftovers() -> dict[str, set]:
+    """What a submission could leave on the machine: files in the shared /dev/shm and /tmp,
+    System V IPC objects, and processes, of any sandbox uid (other programs on this machine
+    may come and go meanwhile)."""
+    import tempfile
+
+    def sandboxed(path: str) -> bool:
+        with contextlib.suppress(OSError):
+            return os.stat(path, follow_symlinks=False).st_uid in sandbox.UID_RANGE
+        return False
+
+    ipc = set()
+    for kind in ("shm", "sem", "msg"):
+        with contextlib.suppress(OSError):
+            lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()
+            head = lines[0].split()
+            for line in lines[1:]:
+                row = dict(zip(head, line.split(), strict=False))
+                if int(row["uid"]) in sandbox.UID_RANGE:
+                    ipc.add(f"{kind} {row['key']} {row['id']}")
+    return {
+        "files": {os.path.join(d, n) for d in ("/dev/shm", tempfile.gettempdir(), "/var/tmp")
+                  if os.path.isdir(d) for n in os.listdir(d) if sandboxed(os.path.join(d, n))},
+        "ipc": ipc,
+        "processes": {int(n) for n in os.listdir("/proc") if n.isdigit() and sandboxed(f"/proc/{n}")},
+    }
+
+
+def new_leftovers(before: dict[str, set]) -> dict[str, set]:
+    """What appeared since ``before`` (processes get a moment to be reaped)."""
+    import time
+
+    for _ in range(20):
+        after = host_leftovers()
+        new = {k: after[k] - before[k] for k in after if after[k] - before[k]}
+        if not new:
+            return {}
+        time.sleep(0.1)
+    return new
+
+
+def full_isolation() -> bool:
+    return sandbox.can_drop_privileges() and os.path.exists("/proc/self/ns/pid")
+
+
+needs_namespaces = pytest.mark.skipif(not full_isolation(), reason="needs root with namespaces")
+
+
+@pytest.fixture
+def host_listener():
+    """A listener on the host's loopback that no submission may reach."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def host_attack_notebook(built: dict[str, Path], name: str, dest: Path, port: int) -> Path:
+    cells = [c.replace("{port}", str(port)) for c in HOST_ATTACKS[name]]
+    return attack_notebook(built, cells, dest)
+
+
+QUICK_HOST = {"dev-shm-write", "proc-lists-host", "leave-a-daemon", "reach-host-listener",
+              "huge-reply", "unknown-wire-tag"}
+
+
+@needs_namespaces
+@pytest.mark.parametrize("name", [  # the rest (about 25 s, a 10 s trickle among them) are slow
+    pytest.param(n, marks=() if n in QUICK_HOST else pytest.mark.slow) for n in sorted(HOST_ATTACKS)])
+def test_host_attack_scores_no_more_than_blank_and_leaves_nothing(
+        name: str, built: dict[str, Path], blank_score: float, tmp_path: Path, host_listener: int) -> None:
+    import time
+
+    nb = host_attack_notebook(built, name, tmp_path / f"{name}.ipynb", host_listener)
+    before = host_leftovers()
+    t0 = time.monotonic()
+    result = grade(nb, built["zip"], **FAST)
+    took = time.monotonic() - t0
+    assert result.possible == 3.0, "points possible must come from the autograder"
+    assert result.score <= blank_score, (name, result.status, result.message,
+                                         {q.name: q.output for q in result.questions.values()})
+    assert took <= FAST["timeout_s"] + 10, f"{name}: the grade took {took:.0f} s"
+    assert new_leftovers(before) == {}, f"{name} left this on the host"
+    if name in WIRE_ATTACKS:
+        assert result.status == "error", (result.status, result.message)
+        assert "unreadable" in result.message
+    assert set(result.fingerprint["isolation"]) == set(sandbox.LAYERS), result.fingerprint
+
+
+@needs_namespaces
+@pytest.mark.parametrize(("writer", "reader"), [("dev-shm-write", "dev-shm-read"),
+                                                ("sysv-shm-create", "sysv-shm-find")])
+def test_one_submission_cannot_read_what_another_left(writer: str, reader: str, built: dict[str, Path],
+                                                      tmp_path: Path, host_listener: int) -> None:
+    before = host_leftovers()
+    grade(host_attack_notebook(built, writer, tmp_path / "a.ipynb", host_listener), built["zip"], **FAST)
+    second = grade(host_attack_notebook(built, reader, tmp_path / "b.ipynb", host_listener),
+                   built["zip"], **FAST)
+    assert second.questions["q2"].score == 0.0, "the second submission found the first one's files"
+    assert new_leftovers(before) == {}
+
+
+@needs_namespaces
+def test_a_grade_never_kills_another_graders_submission(built: dict[str, Path], tmp_path: Path,
+                                                        host_listener: int) -> None:
+    """A process of another uid (say a grader in a container on this kernel, which used the old
+    fixed uid 61000) survives a submission that signals everything and the grade's cleanup."""
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "120"], user=61000)
+    try:
+        nb = host_attack_notebook(built, "kill-every-process-in-reach", tmp_path / "k.ipynb",
+                                  host_listener)
+        grade(nb, built["zip"], **FAST)
+        assert other.poll() is None, "the grade killed a process it did not start"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_reply_with_an_unknown_tag_is_the_submissions_error_in_results_json(
+        built: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_listener: int) -> None:
+    """Through the Gradescope entry point: status error, zero, every point still possible."""
+    from functools import partial
+
+    nb = host_attack_notebook(built, "unknown-wire-tag", tmp_path / "tag.ipynb", host_listener)
+    root = _gradescope_root(built, nb, tmp_path / "autograder")
+    os.chmod(tmp_path, 0o755)
+    monkeypatch.setattr(gradescope, "grade", partial(gradescope.grade, **FAST))
+    gradescope.main(root)
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == 0.0
+    graded = {t["name"]: t for t in results["tests"] if t.get("max_score")}
+    assert sum(t["max_score"] for t in graded.values()) == 3.0, "every point still possible"
+    assert all(t["score"] == 0.0 for t in graded.values())
+    assert "error" in results["output"]
+    (report,) = [t for t in results["tests"] if t["name"].startswith("Grading environment")]
+    assert report["visibility"] == "hidden", "students must not see the isolation report"
+    (line,) = [x for x in report["output"].splitlines() if x.startswith("isolation layers: ")]
+    assert "missing layers: " in report["output"]
+    if full_isolation():
+        assert set(line.removeprefix("isolation layers: ").split(", ")) == set(sandbox.LAYERS), line
+
+
+_GRADE_SCRIPT = """
+import json, sys
+from reprokit.grading import grade
+for nb in sys.argv[2:]:
+    r = grade(nb, sys.argv[1], timeout_s=15, question_timeout_s=10, memory_mb=2048)
+    print(json.dumps({"nb": nb, "score": r.score, "status": r.status, "message": r.message,
+                      "fingerprint": r.fingerprint}))
+"""
+
+
+def _drop_cap_sys_admin() -> None:  # pragma: no cover - runs between fork and exec
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(24, 21, 0, 0, 0) != 0:  # PR_CAPBSET_DROP, CAP_SYS_ADMIN
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _python_reachable_by_others() -> bool:
+    """Without a jail the submission's uid reads Python where it is installed: every folder above
+    it must let others through (not so for a Python under /root, mode 700)."""
+    path = Path(sys.prefix).resolve()
+    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
+
+
+@needs_namespaces
+@pytest.mark.slow  # one grader start-up and five small grades: about 40 s on 2 cores
+def test_isolation_report_is_truthful_for_root_without_cap_sys_admin(
+        built: dict[str, Path], tmp_path: Path, host_listener: int) -> None:
+    """Root without CAP_SYS_ADMIN, as under Docker's default profile: no namespace can be made.
+    The report says so, layer by layer (never 'network' when the submission reached the host's
+    loopback), and the fallbacks still leave nothing behind: the uid's processes are killed and
+    its files and System V objects in the shared places removed."""
+    names = ["reach-host-listener", "dev-shm-write", "sysv-shm-create", "leave-a-daemon", "proc-lists-host"]
+    nbs = [str(host_attack_notebook(built, n, tmp_path / f"{n}.ipynb", host_listener)) for n in names]
+    os.chmod(tmp_path, 0o755)
+    before = host_leftovers()
+    out = subprocess.run([sys.executable, "-c", _GRADE_SCRIPT, str(built["zip"]), *nbs],
+                         capture_output=True, text=True, preexec_fn=_drop_cap_sys_admin, timeout=600)
+    rows = {Path(r["nb"]).stem: r for r in map(json.loads, out.stdout.splitlines())}
+    assert set(rows) == set(names), out.stderr[-3000:]
+    for name, row in rows.items():
+        fp = row["fingerprint"]
+        assert set(fp["isolation"]) == {"uid", "limits"}, (name, fp)
+        assert set(fp["isolation_missing"]) == {"network", "ipc", "pid", "filesystem", "disk", "dev"}
+        assert "CLONE_NEWNET" in fp["isolation_missing"]["network"]
+    assert new_leftovers(before) == {}
+    if not _python_reachable_by_others():
+        pytest.skip("report checked; without a jail the sandbox uid cannot read this Python, so the "
+                    "attacks themselves did not run (a folder above it is private)")
+    # without a network namespace the submission does reach the host: the report must not hide it
+    assert rows["reach-host-listener"]["score"] == 1.0, {n: (r["status"], r["message"]) for n, r in rows.items()}
+    assert new_leftovers(before) == {}
+
+
+@needs_namespaces
+@pytest.mark.slow  # 14 small grades, two at a time, one of them a 15 s trickle: about 60 s on 2 cores
+def test_host_corpus_through_regrade(built: dict[str, Path], tmp_path: Path, host_listener: int) -> None:
+    """One parallel batch of the host attacks: none wins, the wire attacks are the submissions'
+    errors, grades.csv carries each isolation report, and nothing is left on the host."""
+    import csv
+
+    from reprokit.regrade import regrade
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.copy(built["student"], subs / "blank.ipynb")
+    for name in HOST_ATTACKS:
+        host_attack_notebook(built, name, subs / f"{name}.ipynb", host_listener)
+    before = host_leftovers()
+    summary = regrade(subs, built["zip"], jobs=2, out=tmp_path / "out", timeout_s=15, memory_mb=2048)
+    with open(summary.csv, newline="") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"blank", *HOST_ATTACKS}
+    blank = float(rows["blank"]["total"])
+    assert {n: rows[n]["total"] for n in HOST_ATTACKS if float(rows[n]["total"]) > blank} == {}
+    assert {n: rows[n]["status"] for n in WIRE_ATTACKS} == dict.fromkeys(WIRE_ATTACKS, "error")
+    assert all(float(rows[n]["possible"]) == 3.0 for n in rows)
+    for name, row in rows.items():
+        fp = json.loads(row["fingerprint"])
+        assert (set(fp["isolation"]), fp["isolation_missing"]) == (set(sandbox.LAYERS), {}), name
+    assert new_leftovers(before) == {}

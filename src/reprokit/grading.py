@@ -145,6 +145,7 @@ class GradeResult:
             "output": (f"status: {self.status}\nmessage: {self.message}\n"
                        f"duration: {self.duration_s:g} s\n"
                        f"isolation layers: {', '.join(self.fingerprint.get('isolation') or []) or 'none'}\n"
+                       f"missing layers: {json.dumps(self.fingerprint.get('isolation_missing') or {})}\n"
                        f"fingerprint: {json.dumps(self.fingerprint, sort_keys=True, default=str)}"),
         }
         if self.status == "wrong-assignment":
@@ -479,12 +480,14 @@ def grade(
             question_cpu = question_timeout_s
         wall_deadline = t0 + cputime.WALL_FACTOR * total_cpu
 
-        isolation: list[str] = []
+        isolation: dict[str, str] = {}
         zygote: sandbox.Zygote | None = None
 
         def finish(status: str, message: str, questions: dict[str, QuestionScore]) -> GradeResult:
             fp = _fingerprint(ag.seed)
-            fp["isolation"] = isolation
+            # the layers that were set up and verified, and why each other one is missing
+            fp["isolation"] = [layer for layer, why in isolation.items() if not why]
+            fp["isolation_missing"] = {layer: why for layer, why in isolation.items() if why}
             cpu = zygote.cpu_seconds() if zygote is not None else 0.0
             return GradeResult(
                 status=status, questions=questions,
@@ -506,6 +509,7 @@ def grade(
             work = _prepare_workdir(base, notebook, ag, uid)
             limits_ = sandbox.Limits(memory_mb=memory_mb)
             zygote = sandbox.Zygote(work, cells, uid=uid, seed=ag.seed, limits=limits_)
+            isolation.update(zygote.isolation)
             try:
                 try:
                     report = zygote.execute(total_cpu, wall_deadline - time.monotonic())
@@ -514,13 +518,15 @@ def grade(
                 except sandbox.ProtocolViolation as e:
                     return finish("error", f"{e} (did it call os._exit or crash?); every question "
                                   "scores zero", _zero(tests))
-                isolation[:] = report.isolation
                 if report.memory_error:
                     where = next((er["cell"] for er in report.errors if er["type"] == "MemoryError"), "?")
                     return finish("out-of-memory", f"code cell {where} ran out of memory (limit "
                                   f"{memory_mb} MB); every question scores zero", _zero(tests))
                 questions, status, message = _run_tests(zygote, tests, ag, total_cpu, question_cpu,
                                                         wall_deadline)
+                if zygote.violation is not None:
+                    return finish("error", f"{zygote.violation}; the questions it had not earned "
+                                  "by then score zero", questions)
                 if report.errors and status == "graded":
                     first = report.errors[0]
                     message = (f"{len(report.errors)} cell(s) raised; first: code cell {first['cell']}"
@@ -585,7 +591,12 @@ def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, total_c
             except sandbox.ProtocolViolation as e:
                 tf.test_case_results = []
                 questions[tf.name].output = f"not graded: {e}"
+                if zygote.violation is not None:
+                    break
                 continue
+            if zygote.violation is not None:  # even where a test caught what the proxy raised
+                questions[tf.name].output = f"not graded: {zygote.violation}"
+                break
             if tf.test_case_results:
                 questions[tf.name] = question_score(tf)
     finally:

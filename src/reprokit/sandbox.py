@@ -6,11 +6,15 @@ Three kinds of process take part:
 * the **template** (trusted): a long-lived interpreter with torch, NumPy, IPython
   and reprokit already imported; it forks one *zygote* per submission, so no
   submission pays for those imports and none inherits the grader's memory;
-* the **zygote** (untrusted once the notebook starts): drops to an unprivileged
-  uid where it can (root), leaves the network, takes resource limits, executes the
-  notebook's code cells in its own directory, then serves requests. Each test file
-  gets a fresh fork of it (a *session*), so a question cannot change the state
-  another question sees.
+* the **zygote** (trusted): leaves the grader's mount, IPC, network and PID namespaces
+  and forks the submission's *init*, the first process of the new PID namespace;
+* the **init** (untrusted once the notebook starts): builds its jail (read-only OS and
+  packages, one capped tmpfs for the work dir, /tmp and /dev/shm, a minimal /dev, its own
+  /proc), takes resource limits, drops to a uid drawn for this submission, checks every
+  layer and reports them (:data:`LAYERS`), executes the notebook's code cells, then
+  serves requests. Each test file gets a fresh fork of it (a *session*), so a question
+  cannot change the state another question sees. Killing the init ends its namespace and
+  everything in it.
 
 Messages are :mod:`reprokit.wire` JSON in both directions. The grader sees the
 notebook through proxies: data arrives decoded into exact types, functions as
@@ -23,9 +27,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import fcntl
 import json
 import os
+import random
 import re
 import resource
 import select
@@ -65,11 +69,24 @@ GRADED_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(GRADED_THREAD
               "MKL_NUM_THREADS": str(GRADED_THREADS), "OPENBLAS_NUM_THREADS": str(GRADED_THREADS)}
 #: how often the grader reads a waiting submission's CPU clock
 POLL_S = 0.1
-UID_RANGE = range(61000, 61512)
-_LOCK_DIR = Path(tempfile.gettempdir()) / "reprokit-uids"
-CLONE_NEWNET = 0x40000000
-CLONE_NEWNS = 0x00020000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+#: once a reply has started to arrive, all of it must be in within this many seconds
+MESSAGE_S = 10.0
+#: Grading uids are drawn at random from this range and checked unused on this machine, so
+#: graders on one kernel (a host and its Docker containers, which do not remap uids) do not share
+#: one: two graders meet on a uid with odds of about 1 in 2 * 10^9 per pair of submissions.
+UID_RANGE = range(1 << 20, 1 << 31)
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID = 0x00020000, 0x08000000, 0x40000000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+#: The layers a submission's process is checked for, in the order the isolation report lists them.
+LAYERS = ("uid", "network", "ipc", "pid", "filesystem", "disk", "dev", "limits")
+#: The device nodes of a jail's /dev (bound from the host's, one by one).
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
+#: A reply larger than this is the submission's error, refused before it is read.
+REPLY_MAX_BYTES = 64 * 1024 * 1024
+#: A reply whose JSON could decode into more than this many bytes is refused unread
+#: (see :func:`reprokit.wire.decoded_size_bound`): the grader's memory per reply stays bounded.
+REPLY_MAX_DECODED_BYTES = 384 * 1024 * 1024
 
 
 class SandboxError(RuntimeError):
@@ -99,6 +116,8 @@ class Limits:
     nproc: int = 256
     file_size_mb: int = 512
     open_files: int = 512
+    #: one private tmpfs holds the work dir, /tmp and /dev/shm: all a submission can write
+    disk_mb: int = 512
 
 
 class Template:
@@ -155,33 +174,57 @@ def can_drop_privileges() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
+def _proc_status(pid: int | str) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+
+
+def uid_in_use(uid: int) -> bool:
+    """Whether any process this machine's /proc shows has ``uid`` as its real, effective or
+    saved uid."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        status = _proc_status(entry.name)
+        m = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", status or "", re.M)
+        if m and uid in {int(g) for g in m.groups()}:
+            return True
+    return False
+
+
 @contextlib.contextmanager
 def sandbox_uid() -> Iterator[int | None]:
-    """Reserve a uid from :data:`UID_RANGE` for one submission (None when not root)."""
+    """A uid for one submission (None when not root): drawn at random from :data:`UID_RANGE`
+    and unused by every process in sight. Afterwards its processes are killed and its files in
+    the shared /tmp and /dev/shm and its System V IPC objects are removed, for when the
+    submission's namespaces could not be made."""
     if not can_drop_privileges():
         yield None
         return
-    _LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
-    for uid in UID_RANGE:
-        fd = os.open(_LOCK_DIR / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        try:
-            kill_uid(uid)  # leftovers of a crashed grader
-            yield uid
-        finally:
-            kill_uid(uid)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-        return
-    raise SandboxError("no free sandbox uid")
+    draw = random.SystemRandom()
+    for _ in range(16):
+        uid = draw.randrange(UID_RANGE.start, UID_RANGE.stop)
+        if not uid_in_use(uid):
+            break
+    else:  # pragma: no cover - 16 draws from 2^31 uids, all in use
+        raise SandboxError("no free sandbox uid")
+    try:
+        yield uid
+    finally:
+        kill_uid(uid)
+        sweep_uid(uid)
 
 
 def kill_uid(uid: int) -> None:
-    """SIGKILL every process running as ``uid`` (only the kernel can tell them all)."""
+    """SIGKILL every process running as ``uid`` (only the kernel can tell them all).
+
+    Safe only for a uid this grader drew (see :func:`sandbox_uid`): ``kill(-1)`` from that uid
+    reaches every process of it in this PID namespace and those below it.
+    """
+    if uid not in UID_RANGE:
+        raise ValueError(f"uid {uid} is not a sandbox uid")
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the forked child
         try:
@@ -195,14 +238,79 @@ def kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
+_IPC_RMID = 0
+
+
+def sweep_uid(uid: int) -> list[str]:
+    """Remove what ``uid`` left in the machine's shared places: entries it owns at the top of
+    /tmp, /var/tmp and /dev/shm, and its System V shared memory, semaphores and queues.
+    Returns what was removed. Nothing is found there when the submission had its own IPC
+    namespace and tmpfs; this is the fallback for when it could not."""
+    removed = []
+    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_uid != uid:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
+                    removed.append(entry.path)
+    libc = ctypes.CDLL(None, use_errno=True)
+    for kind, rm in (("shm", lambda i: libc.shmctl(i, _IPC_RMID, None)),
+                     ("sem", lambda i: libc.semctl(i, 0, _IPC_RMID)),
+                     ("msg", lambda i: libc.msgctl(i, _IPC_RMID, None))):
+        try:
+            lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()
+        except OSError:
+            continue
+        head = lines[0].split() if lines else []
+        for line in lines[1:]:
+            row = dict(zip(head, line.split(), strict=False))
+            if row.get("uid") == str(uid) and row.get("id", "").isdigit() and rm(int(row["id"])) == 0:
+                removed.append(f"System V {kind} {row['id']}")
+    return removed
+
+
 def _ppid_and_uid(pid: int) -> tuple[int, int] | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
+    status = _proc_status(pid)
+    if status is None:
         return None
     ppid = int(re.search(r"^PPid:\s+(\d+)", status, re.M).group(1))
     uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
     return ppid, uid
+
+
+def _child_by_inner_pid(parent: int, inner_pid: int) -> int | None:
+    """The pid, as this process sees it, of the child of ``parent`` whose pid in its own PID
+    namespace is ``inner_pid`` (a submission reports the pids it sees)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        status = _proc_status(entry.name) or ""
+        ppid = re.search(r"^PPid:\s+(\d+)", status, re.M)
+        if ppid is None or int(ppid.group(1)) != parent:
+            continue
+        nspid = re.search(r"^NSpid:\s+([\d\s]+?)\s*$", status, re.M)
+        if (int(nspid.group(1).split()[-1]) if nspid else int(entry.name)) == inner_pid:
+            return int(entry.name)
+    return None
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def _namespace(pid: int | str, kind: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
 
 
 @dataclass
@@ -212,6 +320,7 @@ class ExecReport:
     errors: list[dict] = field(default_factory=list)
     memory_error: bool = False
     duration_s: float = 0.0
+    #: the layers that were set up and verified (see :attr:`Zygote.isolation`)
     isolation: list[str] = field(default_factory=list)
     cpu_s: float = 0.0
 
@@ -247,22 +356,91 @@ class Budget:
 
 
 class Zygote:
-    """The grader's handle on one executing submission."""
+    """The grader's handle on one executing submission.
+
+    The template forks the zygote, which unshares its namespaces and forks the submission's
+    *init*: the first process of the new PID namespace, which builds the jail, drops to the
+    sandbox uid, checks each layer and executes the notebook. Killing the init kills every
+    process of the namespace, so nothing of the submission outlives :meth:`kill`.
+    """
 
     def __init__(self, workdir: Path, cells: list[str], *, uid: int | None, seed: int | None,
                  limits: Limits, env: dict[str, str] | None = None):
         self.workdir, self.uid = workdir, uid
-        self.sock = template().spawn()
-        self.sock.settimeout(60)
-        hello = wire.recv(self.sock)
-        self.pid = int(hello["pid"])
-        # before the notebook runs: everything it starts is counted
-        self.meter = cputime.CpuMeter(self.pid, uid=uid)
-        wire.send(self.sock, {
-            "workdir": str(workdir), "uid": uid, "seed": seed, "cells": cells,
-            "limits": limits.__dict__, "env": env or {},
-        })
         self.dead = False
+        self.violation: str | None = None  # set when the submission broke the wire protocol
+        self.pid: int | None = None  # the zygote's
+        self.init_pid: int | None = None  # the submission's first process
+        self._pidfds: list[int] = []
+        #: each layer of :data:`LAYERS`: "" when set up and verified, otherwise why it is missing
+        self.isolation: dict[str, str] = {}
+        tpl = template()
+        self.sock = tpl.spawn()
+        # a listener in the grader's network namespace that the submission must not reach
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.bind(("127.0.0.1", 0))
+            probe.listen(8)
+            hello = self._setup_recv("starting")
+            self.pid = int(hello["pid"])
+            self._pidfds.append(_pidfd(self.pid) or -1)
+            # before the notebook runs: everything it starts is counted
+            self.meter = cputime.CpuMeter(self.pid, uid=uid)
+            self.sock.settimeout(120)
+            wire.send(self.sock, {
+                "workdir": str(workdir), "uid": uid, "seed": seed, "cells": cells,
+                "limits": limits.__dict__, "env": env or {},
+                "probe_port": probe.getsockname()[1], "probe_path": str(tpl.dir),
+            })
+            jail = self._setup_recv("making its namespaces")
+            init = jail.get("init")
+            if type(init) is int:
+                fd = _pidfd(init)
+                info = _ppid_and_uid(init)
+                if info is not None and info[0] == self.pid:
+                    self.init_pid = init
+                    if fd is not None:
+                        self._pidfds.append(fd)
+                elif fd is not None:
+                    os.close(fd)
+            if self.init_pid is None:
+                raise SandboxError("the sandbox did not start the submission's process")
+            checked = self._setup_recv("checking its isolation")
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            probe.close()
+        self.isolation = self._verify(jail.get("unshared") or {}, checked.get("layers") or {})
+
+    def _setup_recv(self, doing: str) -> dict:
+        # the sandbox's own code sends these, before any of the submission's: a failure is ours
+        try:
+            return wire.recv(self.sock, deadline=time.monotonic() + 120)
+        except (OSError, EOFError, wire.ProtocolError) as e:
+            raise SandboxError(f"the sandbox failed while {doing}: {type(e).__name__}: {e}") from None
+
+    def _verify(self, unshared: dict, layers: dict) -> dict[str, str]:
+        """Each layer: "" when it was set up and checked, otherwise why it is missing. The init's
+        own checks ran before any of the submission's code; the namespaces are compared here too,
+        from outside."""
+        report = {}
+        for layer in LAYERS:
+            why = layers.get(layer, "not checked")
+            report[layer] = why if type(why) is str else "not checked"
+        for layer, kind in (("network", "net"), ("ipc", "ipc"), ("pid", "pid"), ("filesystem", "mnt")):
+            ours, theirs = _namespace("self", kind), _namespace(self.init_pid, kind)
+            if not report[layer] and (ours is None or theirs is None or ours == theirs):
+                report[layer] = f"the submission shares the grader's {kind} namespace"
+        info = _ppid_and_uid(self.init_pid)
+        if not report["uid"] and (self.uid is None or info is None or info[1] != self.uid):
+            report["uid"] = "the submission does not run as its sandbox uid"
+        return report
+
+    @property
+    def active_layers(self) -> list[str]:
+        """The isolation layers that were set up and verified."""
+        return [layer for layer, why in self.isolation.items() if not why]
 
     def cpu_seconds(self) -> float:
         """CPU seconds the submission's processes have spent so far."""
@@ -280,7 +458,7 @@ class Zygote:
             errors=errors if type(errors) is list else [],
             memory_error=msg.get("memory_error") is True,
             duration_s=time.monotonic() - budget.wall_start,
-            isolation=[str(x) for x in msg.get("isolation", []) if type(x) is str],
+            isolation=self.active_layers,
             cpu_s=self.meter.seconds() - budget.cpu_start,
         )
 
@@ -302,9 +480,12 @@ class Zygote:
                 readable = [self.sock]
             if readable:
                 break
-        self.sock.settimeout(max(budget.wall_deadline - time.monotonic(), 1.0))
+        # it has started to send: the whole message must be in within MESSAGE_S (a trickled
+        # reply spends no CPU, so the CPU budget alone would let it stretch to the wall limit)
+        deadline = min(max(budget.wall_deadline, time.monotonic() + 1.0), time.monotonic() + MESSAGE_S)
         try:
-            return wire.recv(self.sock)
+            return wire.recv(self.sock, deadline=deadline,
+                             max_bytes=REPLY_MAX_BYTES, max_decoded_bytes=REPLY_MAX_DECODED_BYTES)
         except TimeoutError:
             if kill_on_timeout:
                 self.kill()
@@ -313,8 +494,24 @@ class Zygote:
             self.dead = True
             raise ProtocolViolation(f"the submission's process ended while {doing}") from None
         except wire.ProtocolError as e:
-            self.kill()
-            raise ProtocolViolation(f"the submission sent something unreadable ({e})") from None
+            raise self.violated(f"the submission sent something unreadable while {doing} ({e})") from None
+
+    def send(self, message: dict, timeout_s: float, doing: str) -> None:
+        """Send to the submission, giving up after ``timeout_s`` (one that stops reading would
+        otherwise block the grader once the socket's buffer is full)."""
+        try:
+            self.sock.settimeout(max(timeout_s, 0.001))
+            wire.send(self.sock, message)
+        except OSError:
+            raise self.violated(f"the submission stopped reading while {doing}") from None
+
+    def violated(self, why: str) -> ProtocolViolation:
+        """Record that the submission broke the wire protocol and stop it; the caller raises
+        what this returns. Grading then ends with status ``error``."""
+        if self.violation is None:
+            self.violation = why
+        self.kill()
+        return ProtocolViolation(why)
 
     @contextlib.contextmanager
     def session(self, cpu_limit_s: float, wall_limit_s: float | None = None) -> Iterator[Session]:
@@ -322,34 +519,51 @@ class Zygote:
         ``cpu_limit_s`` CPU-seconds (``wall_limit_s`` of wall time, by default
         :data:`cputime.WALL_FACTOR` times that)."""
         if self.dead:
-            raise ProtocolViolation("the submission's process is gone")
-        wire.send(self.sock, {"op": "session"})
+            raise ProtocolViolation(self.violation or "the submission's process is gone")
+        self.send({"op": "session"}, 30, "starting a session")
         msg = self._recv(Budget.start(self.meter, 30, 120), "starting a session")
         pid = msg.get("pid")
-        info = _ppid_and_uid(pid) if type(pid) is int else None
-        if msg.get("op") != "session" or info is None or info[0] != self.pid:
-            self.kill()
-            raise ProtocolViolation("the submission answered a session request with something else")
-        s = Session(self, pid, Budget.start(self.meter, cpu_limit_s, wall_limit_s))
+        # the fork reports its pid in its own PID namespace; find it among the init's children
+        host_pid = _child_by_inner_pid(self.init_pid, pid) if type(pid) is int else None
+        if msg.get("op") != "session" or host_pid is None:
+            raise self.violated("the submission answered a session request with something else")
+        s = Session(self, host_pid, Budget.start(self.meter, cpu_limit_s, wall_limit_s))
         try:
             yield s
         finally:
             s.close()
 
     def kill(self) -> None:
-        """Kill the zygote and everything it started."""
+        """Kill the submission: its init (and with it its PID namespace), the zygote, and, where
+        there is no PID namespace, every process of its uid or its process group."""
         self.dead = True
-        if self.uid is not None:
+        zygote_fd, *init_fd = self._pidfds or [-1]
+        for fd in init_fd:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        if self.uid is not None and "pid" not in self.active_layers:
             kill_uid(self.uid)
-        else:
+        elif self.uid is None and self.pid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
+        if zygote_fd >= 0:
+            # the zygote ends once it has reaped its init, so once the whole namespace is gone
+            with contextlib.suppress(OSError):
+                if init_fd:
+                    select.select([zygote_fd], [], [], 10)
+                signal.pidfd_send_signal(zygote_fd, signal.SIGKILL)
+        for fd in self._pidfds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._pidfds = []
         with contextlib.suppress(OSError):
             self.sock.close()
 
     def close(self) -> None:
         if not self.dead:
             with contextlib.suppress(OSError, wire.ProtocolError):
+                self.sock.settimeout(5)
                 wire.send(self.sock, {"op": "shutdown"})
         self.kill()
         self.meter.close()
@@ -368,7 +582,11 @@ class Session:
     def _request(self, message: dict, doing: str) -> dict:
         if self.closed:
             raise ProtocolViolation("this session has ended")
-        wire.send(self.zygote.sock, message)
+        try:
+            self.zygote.send(message, self.budget.wall_deadline - time.monotonic(), doing)
+        except ProtocolViolation:
+            self.closed = True
+            raise
         while True:
             try:
                 msg = self.zygote._recv(self.budget, doing, kill_on_timeout=False)
@@ -380,7 +598,11 @@ class Session:
                 self.closed = True
                 raise
             if msg.get("op") == "callback":
-                self._answer_callback(msg)
+                try:
+                    self._answer_callback(msg)
+                except ProtocolViolation:
+                    self.closed = True
+                    raise
                 continue
             return msg
 
@@ -401,7 +623,7 @@ class Session:
             reply = {"op": "callback_result", "value": wire.encode(value)}
         except (AttributeError, KeyError, IndexError, TypeError) as e:
             reply = {"op": "callback_result", "error": f"{type(e).__name__}: {e}"}
-        wire.send(self.zygote.sock, reply)
+        self.zygote.send(reply, self.budget.wall_deadline - time.monotonic(), "answering its request")
 
     def _encode_arg(self, x: Any, path: str) -> Any:
         def ref(obj: Any, _path: str) -> Any:
@@ -422,7 +644,11 @@ class Session:
                     and all(type(p) is str for p in payload)):
                 return RemoteFunction(self, payload[0], name=payload[1])
             return wire.Opaque(str(payload), "reference")
-        return wire.decode(x, resolve=resolve)
+        try:
+            return wire.decode(x, resolve=resolve)
+        except wire.ProtocolError as e:
+            self.closed = True
+            raise self.zygote.violated(f"the submission sent something unreadable ({e})") from None
 
     # -- requests
     def lookup(self, names: list[str]) -> dict[str, Any]:
@@ -547,6 +773,7 @@ class Session:
         else:
             self.closed = True
             try:
+                self.zygote.sock.settimeout(5)
                 wire.send(self.zygote.sock, {"op": "end"})
             except OSError:
                 self._kill_fork()
@@ -562,7 +789,7 @@ class Session:
 
     def _kill_fork(self) -> None:
         info = _ppid_and_uid(self.pid)
-        if info is not None and info[0] == self.zygote.pid:
+        if info is not None and info[0] == self.zygote.init_pid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -680,21 +907,56 @@ def _visible_paths() -> list[str]:
     return [p for p in keep if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in keep)]
 
 
-def _enter_jail(workdir: str, visible: list[str]) -> None:
-    """A private mount namespace whose root holds only ``visible`` (read-only) and the work dir.
+def _unshare_namespaces() -> dict[str, str]:
+    """Leave the grader's namespaces; each layer maps to "" or why it could not be left. A new
+    PID namespace holds this process's *next child*, not this process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    out = {}
+    for layer, flag, name in (("filesystem", CLONE_NEWNS, "CLONE_NEWNS"), ("ipc", CLONE_NEWIPC, "CLONE_NEWIPC"),
+                              ("network", CLONE_NEWNET, "CLONE_NEWNET"), ("pid", CLONE_NEWPID, "CLONE_NEWPID")):
+        if libc.unshare(flag) != 0:
+            out[layer] = f"unshare({name}) failed: {os.strerror(ctypes.get_errno())}"
+        else:
+            out[layer] = ""
+    return out
 
-    Hidden tests, chaffs, the repository and other submissions are simply not there.
+
+def _bind(libc: Any, source: str, target: str, flags: int) -> None:
+    _mount(libc, source, target, None, MS_BIND | MS_REC)
+    _mount(libc, None, target, None, MS_BIND | MS_REMOUNT | flags)
+
+
+def _enter_jail(workdir: str, visible: list[str], uid: int | None, disk_mb: int) -> None:
+    """Make this process's (private) mount namespace a jail and enter it.
+
+    Its root is a small read-only tmpfs holding ``visible`` (read-only binds), a minimal /dev and
+    a /proc of its own PID namespace. One private tmpfs of ``disk_mb`` holds the work dir (a copy
+    of the grader's), /tmp and /dev/shm, so that is all the submission can write, and it vanishes
+    with the namespace. Hidden tests, chaffs, the repository and other submissions are simply
+    not there.
     """
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
-    jail = os.path.join(os.path.dirname(workdir), "jail")
+    base = os.path.dirname(workdir)
+    jail, scratch = os.path.join(base, "jail"), os.path.join(base, "scratch")
     os.makedirs(jail, exist_ok=True)
-    _mount(libc, "tmpfs", jail, "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=755")
+    os.makedirs(scratch, exist_ok=True)
+    _mount(libc, "tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV,
+           f"size={int(disk_mb)}m,nr_inodes=65536,mode=755")
+    shutil.copytree(workdir, scratch + "/work", symlinks=True)
+    for name, mode in (("tmp", 0o1777), ("shm", 0o1777)):
+        os.mkdir(f"{scratch}/{name}")
+        os.chmod(f"{scratch}/{name}", mode)
+    if uid is not None:
+        for root, dirs, files in os.walk(scratch + "/work"):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.lchown(name, uid, uid)
+    os.chmod(scratch + "/work", 0o700)
+
+    _mount(libc, "tmpfs", jail, "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=755")
     # a private /tmp first: packages installed under /tmp (a venv, a clone) are bound on top
     os.makedirs(jail + "/tmp", exist_ok=True)
-    _mount(libc, "tmpfs", jail + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=512m,mode=1777")
+    _bind(libc, scratch + "/tmp", jail + "/tmp", MS_NOSUID | MS_NODEV)
     for path in visible:
         if (workdir + "/").startswith(path.rstrip("/") + "/"):
             continue  # never a folder that holds the grading dirs (e.g. a module in /tmp itself)
@@ -704,14 +966,25 @@ def _enter_jail(workdir: str, visible: list[str]) -> None:
             os.symlink(os.readlink(path), target)
             continue
         os.makedirs(target, exist_ok=True)
-        _mount(libc, path, target, None, MS_BIND | MS_REC)
-        _mount(libc, None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+        _bind(libc, path, target, MS_RDONLY | MS_NOSUID)
+    # a minimal /dev: a few harmless nodes, a private /dev/shm, nothing of the host's
     os.makedirs(jail + "/dev", exist_ok=True)
-    _mount(libc, "/dev", jail + "/dev", None, MS_BIND | MS_REC)
+    _mount(libc, "tmpfs", jail + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+    for node in DEV_NODES:
+        open(f"{jail}/dev/{node}", "w").close()
+        _bind(libc, f"/dev/{node}", f"{jail}/dev/{node}", MS_NOSUID | MS_NOEXEC)
+    os.mkdir(jail + "/dev/shm")
+    _bind(libc, scratch + "/shm", jail + "/dev/shm", MS_NOSUID | MS_NODEV)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{jail}/dev/{name}")
+    _mount(libc, None, jail + "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+    # /proc of this process's PID namespace: with one, it shows the submission's processes only
     os.makedirs(jail + "/proc", exist_ok=True)
-    _mount(libc, "proc", jail + "/proc", "proc", MS_NOSUID | MS_NODEV)
+    _mount(libc, "proc", jail + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.makedirs(jail + workdir, exist_ok=True)
-    _mount(libc, workdir, jail + workdir, None, MS_BIND)
+    _bind(libc, scratch + "/work", jail + workdir, MS_NOSUID | MS_NODEV)
+    _mount(libc, None, jail, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chroot(jail)
     os.chdir(workdir)
 
@@ -728,8 +1001,6 @@ def _drop_privileges(uid: int | None, limits: dict) -> None:
             resource.setrlimit(res, (value, value))
     if uid is None:
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.unshare(CLONE_NEWNET)  # no network; best effort (needs CAP_SYS_ADMIN)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["nproc"], limits["nproc"]))
     os.setgroups([])
@@ -737,27 +1008,101 @@ def _drop_privileges(uid: int | None, limits: dict) -> None:
     os.setuid(uid)
 
 
+def _check_layers(config: dict, unshared: dict[str, str], jail_error: str) -> dict[str, str]:
+    """Check, from inside and before any of the submission's code runs, that each layer holds.
+    Each maps to "" or to why it is missing; :meth:`Zygote._verify` adds the outside view."""
+    out: dict[str, str] = {}
+    uid, limits = config["uid"], config["limits"]
+    if uid is None:
+        out["uid"] = "the grader does not run as root, so the submission runs as the grader's user"
+    elif os.getresuid() != (uid, uid, uid) or os.getresgid() != (uid, uid, uid) or os.getgroups():
+        out["uid"] = "the uid switch did not take"
+    else:
+        out["uid"] = ""
+
+    out["network"] = unshared["network"]
+    if not out["network"]:
+        names = [name for _, name in socket.if_nameindex()]
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.settimeout(2)
+        try:
+            probe.connect(("127.0.0.1", int(config["probe_port"])))
+            out["network"] = "the submission reached a listener of the grader's on 127.0.0.1"
+        except OSError:
+            if names != ["lo"]:
+                out["network"] = f"the network namespace has interfaces {names}"
+        finally:
+            probe.close()
+
+    out["ipc"] = unshared["ipc"]
+    out["pid"] = unshared["pid"]
+    if not out["pid"]:
+        seen = sorted(int(e) for e in os.listdir("/proc") if e.isdigit())
+        if os.getpid() != 1 or seen != [1]:
+            out["pid"] = f"/proc shows {len(seen)} processes besides the submission's"
+
+    out["filesystem"] = jail_error
+    if not jail_error and os.path.exists(config["probe_path"]):
+        out["filesystem"] = "the grader's folders are visible"
+    out["disk"] = out["dev"] = jail_error
+    if not jail_error:
+        devices = {os.stat(p).st_dev for p in (".", "/tmp", "/dev/shm")}
+        st = os.statvfs(".")
+        if len(devices) != 1 or st.f_blocks * st.f_frsize > limits["disk_mb"] * 1024 * 1024:
+            out["disk"] = "the work dir, /tmp and /dev/shm are not one capped tmpfs"
+        extra = set(os.listdir("/dev")) - {*DEV_NODES, "shm", "fd", "stdin", "stdout", "stderr"}
+        if extra:
+            out["dev"] = f"/dev holds {sorted(extra)[:5]}"
+
+    want = {resource.RLIMIT_AS: limits["memory_mb"] * 1024 * 1024,
+            resource.RLIMIT_FSIZE: limits["file_size_mb"] * 1024 * 1024,
+            resource.RLIMIT_NOFILE: limits["open_files"]}
+    wrong = [res for res, value in want.items() if resource.getrlimit(res)[1] > value]
+    out["limits"] = f"{len(wrong)} resource limit(s) did not take" if wrong else ""
+    return out
+
+
 def _zygote_main(conn: socket.socket) -> None:  # pragma: no cover - runs in the zygote
     os.setsid()
     wire.send(conn, {"pid": os.getpid()})
     config = wire.recv(conn)
     config["visible"] = _VISIBLE
+    unshared = _unshare_namespaces()
+    go, ready = os.pipe()
+    init = os.fork()  # the first process of the new PID namespace, where there is one
+    if init:
+        os.close(go)
+        wire.send(conn, {"op": "jail", "init": init, "unshared": unshared})
+        os.close(ready)  # the init may speak now
+        conn.close()  # so the grader sees EOF once the init is gone
+        os.waitpid(init, 0)
+        os._exit(0)
+    os.close(ready)
+    os.read(go, 1)
+    os.close(go)
+    _init_main(conn, config, unshared)
+
+
+def _init_main(conn: socket.socket, config: dict, unshared: dict[str, str]) -> None:  # pragma: no cover
     workdir = config["workdir"]
-    os.chdir(workdir)
+    jail_error = unshared["filesystem"]
+    if not jail_error:
+        try:
+            _enter_jail(workdir, config["visible"], config["uid"], config["limits"]["disk_mb"])
+        except OSError as e:
+            jail_error = f"the jail could not be built: {e}"
+    if jail_error:
+        os.chdir(workdir)
     log = os.open(os.path.join(workdir, ".reprokit-output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    isolation = ["uid", "network", "limits"] if config["uid"] is not None else ["limits"]
-    if config["uid"] is not None:
-        try:
-            _enter_jail(workdir, config["visible"])
-            isolation.append("filesystem")
-        except OSError as e:
-            print(f"reprokit: no file-system isolation ({e})", flush=True)
+    if jail_error:
+        print(f"reprokit: no file-system isolation ({jail_error})", flush=True)
     _drop_privileges(config["uid"], config["limits"])
+    wire.send(conn, {"op": "isolation", "layers": _check_layers(config, unshared, jail_error)})
     tmp = os.path.join(workdir, ".tmp")
     os.makedirs(tmp, exist_ok=True)
     os.environ.update({"HOME": workdir, "TMPDIR": tmp, "MPLBACKEND": "Agg", "MPLCONFIGDIR": tmp,
@@ -765,7 +1110,7 @@ def _zygote_main(conn: socket.socket) -> None:  # pragma: no cover - runs in the
     tempfile.tempdir = tmp
     sys.path.insert(0, workdir)
     clamp_torch_threads()
-    ns = _execute(config["cells"], config.get("seed"), conn, isolation)
+    ns = _execute(config["cells"], config.get("seed"), conn)
     _serve_zygote(conn, ns)
 
 
@@ -792,8 +1137,7 @@ def _seed(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def _execute(cells: list[str], seed: int | None, conn: socket.socket,
-             isolation: list[str]) -> dict:  # pragma: no cover
+def _execute(cells: list[str], seed: int | None, conn: socket.socket) -> dict:  # pragma: no cover
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
@@ -818,8 +1162,7 @@ def _execute(cells: list[str], seed: int | None, conn: socket.socket,
             memory_error |= isinstance(err, MemoryError)
             errors.append({"cell": index, "type": type(err).__name__, "message": str(err)[:500]})
     sys.stdout.flush()
-    wire.send(conn, {"op": "executed", "errors": errors, "memory_error": memory_error,
-                     "isolation": isolation})
+    wire.send(conn, {"op": "executed", "errors": errors, "memory_error": memory_error})
     return shell.user_ns
 
 
