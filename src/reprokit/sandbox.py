@@ -694,16 +694,19 @@ class Session:
         msg = self._bughunt_recv(limit, "starting a bug-hunt run")
         if msg.get("op") != "bughunt_ready":
             return self._bughunt_finish(msg, None, "the bug-hunt run did not start")
-        pid = msg.get("pid")
-        info = _ppid_and_uid(pid) if type(pid) is int else None
+        # the runner reports its pid in the submission's PID namespace; find it among the
+        # session's children as this process sees them
+        inner = msg.get("pid")
+        pid = _child_by_inner_pid(self.pid, inner) if type(inner) is int else None
         # A runner that lingers could pose as the next one and see two implementations: the
         # code goes only to a child of the session that never had any before.
-        if info is None or info[0] != self.pid or pid in self._runners:
+        if pid is None or pid in self._runners:
             self.closed = True
             self._kill_fork()
             raise ProtocolViolation("the submission answered a bug-hunt request with something else")
         self._runners.add(pid)
-        wire.send(self.zygote.sock, {"code": base64.b64encode(code).decode("ascii")})
+        self.zygote.send({"code": base64.b64encode(code).decode("ascii")}, 30,
+                         "sending the implementation")
         try:
             msg = self._bughunt_recv(limit, "running your tests on an implementation")
         except GradingTimeout:
@@ -732,7 +735,11 @@ class Session:
     def _request_start(self, message: dict) -> None:
         if self.closed:
             raise ProtocolViolation("this session has ended")
-        wire.send(self.zygote.sock, message)
+        try:
+            self.zygote.send(message, 30, "starting a bug-hunt run")
+        except ProtocolViolation:
+            self.closed = True
+            raise
 
     def _run_budget(self, cpu_s: float) -> Budget:
         """``cpu_s`` CPU-seconds for one bug-hunt run, within what is left of the question's."""
