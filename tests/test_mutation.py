@@ -13,7 +13,6 @@ from reprokit.mutation import (
     OPERATORS,
     MutantResult,
     MutationConfigError,
-    MutationSettings,
     QuestionMutationReport,
     _sample,
     _student_lines,

@@ -773,15 +773,30 @@ def grade_mutants(solution_nb: str | Path, autograder: str | Path, mutants: list
                           "mutants": chunk, "timeout_s": timeout_s,
                           "question_timeout_s": question_timeout_s, "memory_mb": memory_mb})
     results: dict[str, dict] = {}
+
+    def failed(task: dict, e: BaseException) -> None:  # ours, never the tests': loud
+        for m in task["mutants"]:
+            results[m["id"]] = {"id": m["id"], "error": f"{type(e).__name__}: {e}"[:500],
+                                "killed_by": [], "passed": []}
+
     if workers <= 1:
         for t in tasks:
-            for r in _grade_group(t):
-                results[r["id"]] = r
+            try:
+                for r in _grade_group(t):
+                    results[r["id"]] = r
+            except Exception as e:  # noqa: BLE001 - reported as the gate's own failure
+                failed(t, e)
     else:
         pool = _pool(workers)
-        for fut in [pool.submit(_grade_group, t) for t in sorted(tasks, key=lambda t: t["cell"])]:
-            for r in fut.result():
-                results[r["id"]] = r
+        ordered = sorted(tasks, key=lambda t: t["cell"])
+        for t, fut in [(t, pool.submit(_grade_group, t)) for t in ordered]:
+            try:
+                for r in fut.result():
+                    results[r["id"]] = r
+            except Exception as e:  # noqa: BLE001 - a broken worker: reported, pool restarted
+                failed(t, e)
+                shutdown_pool()
+                pool = _pool(workers)
     return [results[m.id] for m in mutants], results.get("__control__")
 
 
@@ -815,8 +830,8 @@ class QuestionMutationReport:
 
     @property
     def kill_rate(self) -> float:
-        """Killed over graded, equivalent mutants left out (1.0 with nothing to kill)."""
-        n = self.graded - len(self.equivalent)
+        """Killed over graded, equivalent (and ungradable) mutants left out (1.0 with none)."""
+        n = sum(r.status in ("killed", "survived") for r in self.results)
         return self.killed / n if n else 1.0
 
     @property
@@ -853,7 +868,7 @@ class LevelMutationReport:
 
     @property
     def kill_rate(self) -> float:
-        n = sum(q.graded - len(q.equivalent) for q in self.questions)
+        n = sum(r.status in ("killed", "survived") for q in self.questions for r in q.results)
         return self.killed / n if n else 1.0
 
     def summary(self) -> str:
@@ -935,16 +950,22 @@ def gate_level(master_path: str | Path, solution_nb: str | Path, autograder: str
     timeout = max(60.0, 4 * reference_time_s)
     raw, control = grade_mutants(solution_nb, autograder, mutants, workers=workers, timeout_s=timeout,
                                  question_timeout_s=timeout)
-    if control is not None and (control.get("killed_by") or control.get("detail")):
+    errors = [r for r in raw if r.get("error")]
+    if errors:
+        report.problems.append(f"{level}: mutation gate: {len(errors)} mutant(s) could not be graded "
+                               f"(the gate's failure, not the tests'): {errors[0]['error']}")
+    if control is not None and (control.get("killed_by") or control.get("detail")
+                                or control.get("error")):
         report.problems.append(
             f"{level}: mutation gate: the unmutated reference lost points when re-executed from "
-            f"a fork ({', '.join(control.get('killed_by') or [])} {control.get('detail', '')}".strip()
+            f"a fork ({', '.join(control.get('killed_by') or [])} {control.get('detail', '')} "
+            f"{control.get('error', '')}".strip()
             + "); the mutation machinery is at fault, not the tests")
     for q, ms in per_question.items():
         results = []
         for m in ms:
             r = raw[mutants.index(m)]
-            status = "killed" if r.get("killed_by") else "survived"
+            status = "error" if r.get("error") else "killed" if r.get("killed_by") else "survived"
             eq = settings.equivalent_for(level, q, m.id) if status == "survived" else None
             results.append(MutantResult(m, "equivalent" if eq else status, r.get("killed_by", []),
                                         r.get("passed", []), r.get("seconds", 0.0),
