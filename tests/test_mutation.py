@@ -252,3 +252,13 @@ def test_forked_grading_agrees_with_grading_a_mutated_notebook(tmp_path: Path, f
         nbformat.write(nb, path)
         whole = grade(path, lb.zipfile)
         assert (whole.score < whole.possible) == bool(r["killed_by"]), (m.diff, whole, r)
+
+
+def test_train_test_swap_of_a_name_needs_the_other_name_to_exist() -> None:
+    from reprokit.mutation import defined_names
+
+    src = "acc = evaluate(model, X_test, y_test)\n"
+    assert not _by_op(src, known=defined_names([src])).get("train-test-swap")
+    known = defined_names([src, "X_train, y_train = load()"])
+    swaps = _by_op(src, known=known)["train-test-swap"]
+    assert any("X_train, y_test" in d for d in swaps) and any("X_test, y_train" in d for d in swaps)

@@ -207,8 +207,11 @@ def _plus_one(node: ast.expr) -> ast.expr:
 Replacement = tuple[str, Any, str]  # (operator, new node / DELETE / ("move", k), description)
 
 
-def _expr_mutations(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> Iterator[Replacement]:
-    """Replacements for one expression node (the node is replaced by the new one)."""
+def _expr_mutations(node: ast.AST, parents: dict[ast.AST, ast.AST],
+                    known: set[str] | None = None) -> Iterator[Replacement]:
+    """Replacements for one expression node (the node is replaced by the new one). A name
+    is only swapped for one in ``known`` (when given): ``X_test`` for an ``X_train`` that
+    does not exist would only raise NameError, a kill that proves nothing."""
     parent = parents.get(node)
     if isinstance(node, ast.Constant) and not (isinstance(parent, ast.Expr)):
         v = node.value
@@ -246,6 +249,8 @@ def _expr_mutations(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> Iterator[
         name = node.attr if isinstance(node, ast.Attribute) else node.id
         if _SPLIT.search(name) and not (isinstance(parent, ast.Call) and parent.func is node):
             swapped = _SPLIT.sub(lambda m: "test" if m.group(1) == "train" else "train", name)
+            if isinstance(node, ast.Name) and known is not None and swapped not in known:
+                return
             new = copy.deepcopy(node)
             setattr(new, "attr" if isinstance(node, ast.Attribute) else "id", swapped)
             yield "train-test-swap", new, f"{name} -> {swapped}"
@@ -479,8 +484,31 @@ def mutant_id(operator: str, question: str, diff: str) -> str:
     return f"{operator}-{digest}"
 
 
+def defined_names(sources: list[str]) -> set[str]:
+    """Every name the code binds or reads (assignments, parameters, defs, imports) and the
+    builtins: what a swapped name may become without being a mere NameError."""
+    import builtins
+
+    names = set(dir(builtins))
+    for src in sources:
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Name):
+                names.add(n.id)
+            elif isinstance(n, ast.arg):
+                names.add(n.arg)
+            elif isinstance(n, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef):
+                names.add(n.name)
+            elif isinstance(n, ast.alias):
+                names.add((n.asname or n.name).split(".")[0])
+    return names
+
+
 def mutants_of(source: str, *, level: str = "", question: str = "", cell: int = 0,
-               student: set[int] | None = None) -> list[Mutant]:
+               student: set[int] | None = None, known: set[str] | None = None) -> list[Mutant]:
     """Every single-change mutant of ``source`` (one cell's code) touching only ``student``
     lines (all lines when None). Code that does not parse (IPython magics) has none."""
     try:
@@ -521,7 +549,7 @@ def mutants_of(source: str, *, level: str = "", question: str = "", cell: int = 
                         add(index, op, rep, desc)
                     break
         elif isinstance(node, ast.expr):
-            for op, rep, desc in _expr_mutations(node, parents):
+            for op, rep, desc in _expr_mutations(node, parents, known):
                 add(index, op, rep, desc)
     return out
 
@@ -594,11 +622,14 @@ def level_mutants(master_path: str | Path, solution_nb: str | Path, level: str,
                   max_per_question: int | None = DEFAULT_MAX_PER_QUESTION
                   ) -> tuple[dict[str, list[Mutant]], dict[str, int]]:
     """The mutants to grade per question (sampled) and how many each question had in all."""
+    from reprokit.grading import read_cells
+
     per_question: dict[str, list[Mutant]] = {}
+    known = defined_names(read_cells(Path(solution_nb))[0])
     for sc in question_cells(master_path, solution_nb):
         if sc.graded_index is None:
             continue
-        ms = mutants_of(sc.code, level=level, question=sc.question, cell=sc.graded_index,
+        ms = mutants_of(sc.code, level=level, question=sc.question, cell=sc.graded_index, known=known,
                         student=sc.student)
         per_question.setdefault(sc.question, []).extend(ms)
     totals = {q: len(ms) for q, ms in per_question.items()}
