@@ -268,15 +268,13 @@ def _call_mutations(call: ast.Call) -> Iterator[Replacement]:
         i = 0 if len(call.args) == 1 else 1
         new.args[i] = _minus_one(call.args[i])
         yield "off-by-one", new, "range end - 1"
-    pos = [a for a in call.args if not isinstance(a, ast.Starred)]
-    if len(pos) >= 2 and len(pos) == len(call.args):
+    if len(call.args) >= 2 and not any(isinstance(a, ast.Starred) for a in call.args):
         for i in range(len(call.args) - 1):
             a, b = ast.unparse(call.args[i]), ast.unparse(call.args[i + 1])
             if a != b:
                 new = copy.deepcopy(call)
                 new.args[i], new.args[i + 1] = new.args[i + 1], new.args[i]
                 yield "argument-swap", new, f"arguments {i} and {i + 1} of {name}() swapped"
-                break
     # dim in softmax/argmax/mean/sum/cat ...
     if name in _DIM_FUNCS:
         for k, kw in enumerate(call.keywords):
