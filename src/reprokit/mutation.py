@@ -742,8 +742,15 @@ def _grade_branch(zygote: Any, suffix: list[str], tests: list[Any], ag: Any, m: 
                 if not m.get("all_tests"):
                     break
             else:
-                result["passed"] += [tc.test_case.name for tc in tf.test_case_results if tc.passed]
+                result["passed"] += [_test_name(tc.test_case) for tc in tf.test_case_results
+                                     if tc.passed]
     return result
+
+
+def _test_name(test_case: Any) -> str:
+    """The test function's name (Otter names a case ``q1 - 2``)."""
+    fn = getattr(getattr(test_case, "body", None), "test_func", None)
+    return getattr(fn, "__name__", None) or str(getattr(test_case, "name", "?"))
 
 
 _POOL: Any = None
