@@ -262,3 +262,10 @@ def test_train_test_swap_of_a_name_needs_the_other_name_to_exist() -> None:
     known = defined_names([src, "X_train, y_train = load()"])
     swaps = _by_op(src, known=known)["train-test-swap"]
     assert any("X_train, y_test" in d for d in swaps) and any("X_test, y_train" in d for d in swaps)
+
+
+def test_the_same_change_from_two_operators_is_one_mutant() -> None:
+    ms = mutants_of("p = torch.softmax(z, dim=0)\n")
+    sources = [m.source for m in ms]
+    assert len(sources) == len(set(sources))
+    assert "p = torch.softmax(z, dim=1)" in sources

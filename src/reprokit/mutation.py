@@ -517,6 +517,7 @@ def mutants_of(source: str, *, level: str = "", question: str = "", cell: int = 
     parents = _parents(tree)
     nodes = list(ast.walk(tree))
     seen: dict[str, int] = {}
+    sources: set[str] = set()
     out: list[Mutant] = []
 
     def add(index: int, op: str, replacement: Any, description: str) -> None:
@@ -525,8 +526,9 @@ def mutants_of(source: str, *, level: str = "", question: str = "", cell: int = 
             compile(mutated, "<mutant>", "exec")
         except (SyntaxError, ValueError, TypeError, AttributeError, RecursionError):
             return
-        if mutated == original:
-            return
+        if mutated == original or mutated in sources:
+            return  # (the same change reached by two operators counts once, under the first)
+        sources.add(mutated)
         diff = _diff(original, mutated)
         mid = mutant_id(op, question, diff)
         seen[mid] = seen.get(mid, 0) + 1
