@@ -269,3 +269,10 @@ def test_the_same_change_from_two_operators_is_one_mutant() -> None:
     sources = [m.source for m in ms]
     assert len(sources) == len(set(sources))
     assert "p = torch.softmax(z, dim=1)" in sources
+
+
+def test_assertion_messages_and_dict_keys_are_not_mutated() -> None:
+    ops = _by_op('assert x == 1, "x should be 1"\nd = {"key": y["key"]}\nanswer = "b"\n')
+    changed = "\n".join(ops.get("constant", []))
+    assert "should be 1_mutant" not in changed and "key_mutant" not in changed
+    assert "+answer = 'c'" in changed

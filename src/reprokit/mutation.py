@@ -222,8 +222,10 @@ def _expr_mutations(node: ast.AST, parents: dict[ast.AST, ast.AST],
         elif isinstance(v, float):
             new = v * 2 if v else 1.0
             yield "constant", ast.Constant(new), f"{v!r} -> {new!r}"
-        elif isinstance(v, str) and not isinstance(parent, ast.JoinedStr | ast.Dict | ast.Subscript):
-            # (a changed key only raises KeyError: a trivial kill; train-test-swap covers keys)
+        elif isinstance(v, str) and not isinstance(parent, ast.JoinedStr | ast.Dict | ast.Subscript
+                                                    | ast.Assert):
+            # (a changed key only raises KeyError: a trivial kill; train-test-swap covers keys;
+            # an assertion's message changes no score: an equivalent mutant by construction)
             new = v + "_mutant" if len(v) > 1 else chr(ord(v) + 1) if v else "x"
             yield "constant", ast.Constant(new), f"{v!r} -> {new!r}"
     if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _CMP_FLIP:
