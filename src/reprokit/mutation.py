@@ -778,6 +778,20 @@ def _pool(workers: int) -> Any:
     return _POOL
 
 
+def _noop(seconds: float) -> int:  # pragma: no cover - runs in pool workers
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def warm_pool(workers: int = 2) -> float:
+    """Start the mutation workers now (imports, sandbox template); returns the seconds taken."""
+    t0 = time.monotonic()
+    pool = _pool(workers)
+    for fut in [pool.submit(_noop, 0.5) for _ in range(workers)]:
+        fut.result()
+    return time.monotonic() - t0
+
+
 def shutdown_pool() -> None:
     """Stop the mutation workers (the build calls it when done)."""
     global _POOL
