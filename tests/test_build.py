@@ -98,7 +98,7 @@ def test_build_layout_student_solution_and_zip(built) -> None:
         names = set(zf.namelist())
         assert {"files/chaffs/hidden/off_by_one.py", "files/wheats/pairwise.py",
                 "files/authors/stats.py", "tests/q1.py", "reprokit.json", "setup.sh",
-                "run_autograder", "requirements.txt", "reprokit-0.1.0-py3-none-any.whl"} <= names
+                "run_autograder", "locks/py3.11.txt", "reprokit-0.1.0-py3-none-any.whl"} <= names
         assert not {"environment.yml", "run_otter.py"} & names
         assert "mamba" not in zf.read("setup.sh").decode()
         assert "def test_my_mean_matches_wheat_not_chaff" in zf.read("tests/q1.py").decode()
@@ -183,7 +183,7 @@ def test_qa_gate_passes_tiny_paper_with_full_reference_and_blank_zero(tmp_path: 
         assert report.possible == 2
         assert report.reference_score == report.possible
         assert report.blank_score == 0
-        assert 0 < report.reference_time_s <= report.time_budget_s
+        assert 0 < report.reference_cpu_s <= report.time_budget_s
         assert report.verdict == "ok"
 
 

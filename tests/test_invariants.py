@@ -264,6 +264,28 @@ def test_gradient_check_on_a_plain_function_reports_the_worst_input_entry() -> N
         inv.check_gradients(bad_square, x)
 
 
+class UpcastAttention(nn.Module):
+    """Scores, then a softmax computed in float32 whatever the input's dtype (as transformers does)."""
+
+    def __init__(self, cut_graph: bool = False) -> None:
+        super().__init__()
+        self.q = nn.Linear(8, 8)
+        self.cut_graph = cut_graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.q(x.detach() if self.cut_graph else x)
+        w = torch.softmax(q @ x.transpose(-1, -2), dim=-1, dtype=torch.float32).to(x.dtype)
+        return (w @ x).float()
+
+
+def test_a_model_that_casts_to_float32_on_purpose_is_no_gradient_false_alarm() -> None:
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    inv.check_gradients(seeded_model(UpcastAttention), x)
+    with pytest.raises(InvariantError, match=r"d/d input 0") as info:
+        inv.check_gradients(seeded_model(UpcastAttention, cut_graph=True), x)
+    assert "casts to lower precision kept in float64: softmax(float32), .float()" in str(info.value)
+
+
 # -------------------------------------------------------------- state-dict round trip
 
 
@@ -467,3 +489,252 @@ def test_check_outputs_finite_calls_the_model_and_names_the_bad_output() -> None
         inv.check_outputs_finite(HandLogSoftmax(), z, name="logp")
     with pytest.raises(TypeError, match="use check_finite"):
         inv.check_outputs_finite(z)
+
+
+# ------------------------------------------------------- issue 15: the defaults on real bugs
+
+
+class _TrainOnlyCentred(nn.Module):
+    """Bug: centres by the batch mean, but only in train mode (eval mode is fine)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        return h - h.mean(0, keepdim=True) if self.training else h
+
+
+def test_batch_mixing_in_train_mode_only_is_caught_by_the_default_mode() -> None:
+    model = seeded_model(_TrainOnlyCentred)
+    inv.check_batch_independence(model, train_mode=False)  # eval mode alone misses it
+    with pytest.raises(InvariantError, match=r"in train mode with BatchNorm held in eval mode"):
+        inv.check_batch_independence(model)
+
+
+def test_batchnorm_and_dropout_pass_the_default_train_mode_pass() -> None:
+    model = seeded_model(MLP)  # Linear -> BatchNorm -> ReLU -> Dropout -> Linear
+    inv.check_batch_independence(model.train())
+    assert model.training  # the mode it came in is back
+
+
+def test_integer_inputs_that_are_all_equal_are_still_perturbed() -> None:
+    model = nn.Sequential(seeded_model(nn.Embedding, 10, 8),
+                          seeded_model(CausalSelfAttention, mask_diagonal=2))
+    for token in (0, 7):
+        with pytest.raises(InvariantError, match="causality violated"):
+            inv.check_causal(model, torch.full((2, 6), token))
+    inv.check_batch_independence(model, torch.zeros(3, 6, dtype=torch.long))
+
+
+def test_normalised_follows_the_output_of_a_shape_changing_module() -> None:
+    conv_bn = seeded_model(lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)))
+    inv.check_normalised(conv_bn)
+    conv_only = seeded_model(lambda: nn.Sequential(nn.Conv2d(3, 8, 3)))
+    with pytest.raises(InvariantError, match=r"output \(32, 8, 6, 6\)"):
+        inv.check_normalised(conv_only)
+
+
+class _NoisyForward(nn.Module):
+    """Bug: adds noise from the global generator in every mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x + 0.1 * torch.randn_like(x))
+
+
+def test_unseeded_randomness_in_forward_is_caught_by_check_deterministic() -> None:
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(InvariantError, match=r"forward\(\) draws random numbers in eval mode"):
+        inv.check_deterministic(_NoisyForward, x=x)
+    inv.check_deterministic(_NoisyForward, x=x, random_forward=True)  # a sampler on purpose
+    inv.check_deterministic(MLP, x=x)  # dropout is random in train mode only
+
+
+def test_eval_determinism_hint_names_random_draws_not_only_dropout() -> None:
+    with pytest.raises(InvariantError, match="torch.randn"):
+        inv.check_eval_deterministic(seeded_model(_NoisyForward))
+
+
+def test_naive_softmax_overflow_is_caught_at_the_default_scales_only() -> None:
+    def naive_softmax(x: torch.Tensor) -> torch.Tensor:
+        e = x.exp()
+        return e / e.sum(-1, keepdim=True)
+
+    x = torch.linspace(-3, 3, 12).reshape(3, 4)
+    inv.check_outputs_finite(naive_softmax, x, scales=(1.0,))
+    with pytest.raises(InvariantError, match=r"for the input multiplied by 1000"):
+        inv.check_outputs_finite(naive_softmax, x)
+    inv.check_outputs_finite(lambda v: v.softmax(-1), x)  # torch's softmax subtracts the max
+    inv.check_outputs_finite(nn.Embedding(5, 3), torch.tensor([[1, 2]]))  # ids are not scaled
+
+
+def test_permutation_invariance_of_mean_pooling_and_its_absence_in_first_element_pooling() -> None:
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    inv.check_permutation_invariance(lambda v: v.mean(1), x, dim=1)
+    with pytest.raises(InvariantError, match=r"swapping positions 0 and 1 along dim 1 changed "
+                                             r"output\[0, \d\]"):
+        inv.check_permutation_invariance(lambda v: v[:, 0] + v.mean(1), x, dim=1)
+    with pytest.raises(ValueError, match="perm"):
+        inv.check_permutation_invariance(lambda v: v.sum(0), x, perm=[0, 0])
+
+
+def test_constant_batch_through_batchnorm_is_no_false_alarm_for_weight_scale() -> None:
+    """A constant input leaves BatchNorm a tiny batch variance, where eps is not negligible."""
+    block = seeded_model(lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False),
+                                               nn.BatchNorm2d(4)))
+    inv.check_parameter_scale_invariance(block, torch.ones(2, 2, 5, 5))
+    inv.check_parameter_scale_invariance(seeded_model(LinearThenNorm, nn.BatchNorm1d(5)),
+                                         torch.full((4, 4), 3.0))
+
+
+def test_a_large_eps_is_named_as_the_cause_of_lost_weight_scale_invariance() -> None:
+    model = seeded_model(LinearThenNorm, nn.BatchNorm1d(5, eps=1.0))
+    with pytest.raises(InvariantError, match=r"because of eps: 'norm' has eps=1 against a "
+                                             r"smallest batch variance of"):
+        inv.check_parameter_scale_invariance(model)
+    inv.check_parameter_scale_invariance(model, max_eps=1.0)  # intended: the caller says so
+
+
+def test_default_training_step_takes_plain_sgd_steps_like_torch_optim() -> None:
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    a, b = seeded_model(nn.Linear, 4, 3), seeded_model(nn.Linear, 4, 3)
+    ours = inv.training_step(a, x, y, lr=0.1)
+    theirs = inv.training_step(b, x, y, optimizer=torch.optim.SGD(b.parameters(), lr=0.1))
+    for _ in range(3):
+        assert ours() == pytest.approx(theirs())
+    assert torch.allclose(a.weight, b.weight, atol=1e-6)
+
+
+def test_default_training_step_does_not_import_dynamo_in_a_fresh_process() -> None:
+    import subprocess
+
+    code = ("import sys, torch\n"
+            "from reprokit import invariants as inv\n"
+            "m = torch.nn.Linear(4, 3)\n"
+            "x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))\n"
+            "inv.check_loss_decreases(inv.training_step(m, x, y))\n"
+            "inv.check_deterministic(lambda: torch.nn.Linear(4, 3), x=x)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_loss_that_no_parameter_reaches_is_reported_not_crashed() -> None:
+    model = seeded_model(nn.Linear, 4, 3).requires_grad_(False)
+    with pytest.raises(InvariantError, match=r"does not depend on any trainable parameter"):
+        inv.check_loss_decreases(inv.training_step(model, torch.randn(4, 4), torch.zeros(4).long()))
+
+
+def test_check_threads_none_leaves_torch_threads_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(inv, "CHECK_THREADS", None)
+    inv.check_finite(lambda x: seen.append(torch.get_num_threads()) or x, torch.ones(2))
+    monkeypatch.setattr(inv, "CHECK_THREADS", 1)
+    inv.check_finite(lambda x: seen.append(torch.get_num_threads()) or x, torch.ones(2))
+    assert seen == [threads, threads, 1, 1]  # one call per scale, 1 and 1000
+    assert torch.get_num_threads() == threads
+
+
+class _NeedsBTC(nn.Module):
+    """A transformer-style block: its first layer is a Linear, its forward unpacks (B, T, C)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        return self.fc(x).reshape(B, T, C)
+
+
+def test_example_input_retries_a_sequence_for_a_transformer_block() -> None:
+    assert inv.example_input(seeded_model(_NeedsBTC)).shape == (8, 8, 8)
+    assert inv.example_input(seeded_model(MLP)).shape == (8, 4)
+
+
+def test_pytest_shows_the_message_not_reprokits_source(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_bug="""
+        import torch
+        from reprokit.invariants import check_batch_independence
+
+        def test_mixes():
+            check_batch_independence(lambda x: x - x.mean(0), torch.eye(3))
+
+        def test_our_own_bug_keeps_its_traceback():
+            check_batch_independence(lambda x: x, [1, 2])
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    out = result.stdout.str()
+    mixes = out.split(" test_mixes _")[1].split(" test_our_own_bug_keeps_its_traceback _")[0]
+    ours = out.split(" test_our_own_bug_keeps_its_traceback _")[1].split("short test summary")[0]
+    assert "batch independence violated" in mixes
+    assert "invariants.py" not in mixes  # reprokit's frames are hidden for an InvariantError
+    assert "invariants.py" in ours
+
+
+def test_input_scale_invariance_of_layernorm_on_a_near_constant_input_is_no_false_alarm() -> None:
+    x = torch.zeros(3, 4)
+    x[:, -1] = 1e-3  # each row's variance ~2e-7, far below eps = 1e-5
+    inv.check_scale_invariance(nn.LayerNorm(4), x)
+    with pytest.raises(InvariantError, match=r"because of eps: '' has eps=1 "):
+        inv.check_scale_invariance(nn.LayerNorm(4, eps=1.0), torch.randn(3, 4))
+
+
+class _RMSNorm(nn.Module):
+    """An RMSNorm keeping its eps as ``variance_epsilon``, as transformers' Llama/T5 norms do."""
+
+    def __init__(self, features: int = 4, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.variance_epsilon = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+
+
+def test_an_rms_norm_keeping_eps_as_variance_epsilon_gets_the_eps_rerun() -> None:
+    inv.check_scale_invariance(_RMSNorm(), torch.full((3, 4), 0.03))  # mean square 9e-4
+    with pytest.raises(InvariantError, match=r"because of eps: '' has eps=1 "):
+        inv.check_scale_invariance(_RMSNorm(eps=1.0), torch.randn(3, 4))
+
+
+class _HandBatchNormWithRunningStats(nn.Module):
+    """A correct hand-written BatchNorm1d: batch statistics in train mode, running ones in eval."""
+
+    def __init__(self, features: int = 3, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(features))
+        self.register_buffer("running_var", torch.ones(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            mean, var = x.mean(0), x.var(0, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(var, self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+
+def test_a_hand_written_batchnorm_with_running_statistics_is_held_like_torchs() -> None:
+    model = nn.Sequential(seeded_model(nn.Linear, 4, 3), _HandBatchNormWithRunningStats(),
+                          nn.Dropout(0.5))
+    inv.check_batch_independence(model)  # train mode differs (dropout), BN mixing is allowed
+    centred = nn.Sequential(seeded_model(_TrainOnlyCentred), nn.Dropout(0.5))
+    with pytest.raises(InvariantError, match="in train mode"):  # no running statistics: a bug
+        inv.check_batch_independence(centred)
+
+
+def test_a_hand_written_batchnorm_on_a_constant_batch_is_no_false_alarm_for_weight_scale() -> None:
+    model = seeded_model(LinearThenNorm, HandBatchNorm())  # eps kept as an attribute
+    inv.check_parameter_scale_invariance(model, torch.full((4, 4), 3.0))
+    inv.check_parameter_scale_invariance(model)
+    with pytest.raises(InvariantError, match="scale invariance violated"):
+        inv.check_parameter_scale_invariance(seeded_model(LinearThenNorm, HandBatchNorm(eps=1.0)))

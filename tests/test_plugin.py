@@ -50,6 +50,16 @@ def test_header_names_seed_profile_and_torch_mode(pytester):
     assert result.ret == 0
 
 
+def test_warm_up_imports_dynamo_before_the_first_test_and_says_so(pytester):
+    pytester.makepyfile("import sys\n"
+                        "def test_dynamo(): assert 'torch._dynamo' in sys.modules\n")
+    result = pytester.runpytest_subprocess("--reprokit-warm-up", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["reprokit: torch._dynamo imported before the tests in * s "
+                                 "(--reprokit-warm-up)"])
+    assert result.ret == 0
+    assert "torch._dynamo imported" not in pytester.runpytest().stdout.str()  # off by default
+
+
 def test_seed_option_reaches_the_fixture(pytester):
     pytester.makepyfile("def test_seed(reprokit_seed): assert reprokit_seed == 1234")
     assert pytester.runpytest("--reprokit-seed=1234").ret == 0

@@ -57,7 +57,7 @@ def tiny_autograder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return zip_path
 
 
-def read_csv(path: Path, drop: tuple[str, ...] = ("duration_s",)) -> list[dict]:
+def read_csv(path: Path, drop: tuple[str, ...] = ("duration_s", "cpu_s")) -> list[dict]:
     with path.open(newline="") as f:
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
 
@@ -369,12 +369,12 @@ def test_dask_cluster_grades_a_gradescope_export_like_the_local_pool(
     export = gradescope_export(tmp_path / "export", {"submission_111": SAMPLES / "full.ipynb",
                                                      "submission_222": SAMPLES / "partial.ipynb"})
     local = read_csv(regrade(export, tiny_autograder, out=tmp_path / "local", **QUICK).csv,
-                     drop=("duration_s", "fingerprint"))
+                     drop=("duration_s", "cpu_s", "fingerprint"))
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                       dashboard_address=None) as cluster:
         summary = regrade(export, tiny_autograder, out=tmp_path / "dask",
                           scheduler=cluster.scheduler_address, timeout_s=15)
-    assert read_csv(summary.csv, drop=("duration_s", "fingerprint")) == local
+    assert read_csv(summary.csv, drop=("duration_s", "cpu_s", "fingerprint")) == local
     assert [(r["student"], r["name"], r["total"]) for r in local] == [
         ("1815", "Ada Lovelace", "3"), ("1912", "Alan Turing", "1"),
         ("grace@example.edu", "Grace Hopper", "1")]

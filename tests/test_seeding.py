@@ -169,6 +169,16 @@ def test_grading_profile_is_derandomized_without_database():
     ).max_examples
 
 
+@pytest.mark.parametrize("name", ["reprokit-dev", "reprokit-ci", "reprokit-grading"])
+def test_profiles_skip_the_explain_phase_but_still_shrink(name):
+    from hypothesis import Phase, settings
+
+    seeding.register_hypothesis_profiles()
+    phases = settings.get_profile(name).phases
+    assert Phase.explain not in phases
+    assert Phase.shrink in phases and Phase.generate in phases
+
+
 def test_seeding_is_cheap_in_a_fresh_process():
     """torch's public switch imports TorchInductor (~1 s); a grading process must not pay it."""
     import subprocess

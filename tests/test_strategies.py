@@ -13,6 +13,7 @@ from reprokit.strategies import (
     float_tensors,
     int_tensors,
     label_vectors,
+    large_float_tensors,
     permutations,
     shapes,
 )
@@ -123,3 +124,20 @@ def test_bad_bounds_are_rejected_with_the_values_seen() -> None:
         find(shapes(min_dims=3, max_dims=1), lambda _: True)
     with pytest.raises(ValueError, match="num_classes"):
         find(label_vectors(num_classes=0), lambda _: True)
+
+
+def test_large_float_tensors_find_a_softmax_overflow_that_default_floats_miss() -> None:
+    def naive_softmax_overflows(t: torch.Tensor) -> bool:
+        e = t.exp()
+        return not bool(torch.isfinite(e / e.sum()).all())
+
+    overflow = find(large_float_tensors(shape=(4,)), naive_softmax_overflows,
+                    settings=settings(max_examples=200, deadline=None, database=None))
+    assert 88 < float(overflow.abs().max()) <= 1e4  # float32 exp overflows past ~88.7
+    assert not any(naive_softmax_overflows(t) for t in (
+        find(float_tensors(shape=(4,)), lambda t: True), torch.full((4,), 10.0)))
+
+
+def test_large_float_tensors_refuse_a_non_positive_bound() -> None:
+    with pytest.raises(ValueError, match="max_magnitude"):
+        large_float_tensors(max_magnitude=0)

@@ -71,7 +71,7 @@ def test_bundled_paper_builds_six_zips_behind_a_green_qa_gate(tmp_path: Path) ->
     for r in result.reports:
         assert r.possible > 0 and r.reference_score == r.possible, r.level
         assert r.blank_score <= 0.10 * r.possible, r.level
-        assert 0 < r.reference_time_s <= r.time_budget_s, r.level
+        assert 0 < r.reference_cpu_s <= r.time_budget_s, r.level
         assert 0 < r.zip_bytes < 20 * 2**20, f"{r.level}: {r.zip_bytes} bytes"
         zips = list((tmp_path / "dist" / PAPER.name / r.level).glob("*-autograder.zip"))
         assert len(zips) == 1 and zips[0].stat().st_size == r.zip_bytes, r.level

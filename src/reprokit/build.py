@@ -11,11 +11,13 @@ For each master notebook ``NN-<level>.ipynb`` of a paper folder, :func:`build`
 3. writes ``dist/<paper>/<level>/student/`` (notebook, public tests, public files),
    ``dist/<paper>/<level>/solutions/<level>.ipynb`` and
    ``dist/<paper>/<level>/<level>-autograder.zip``: Otter's tests and config, the material
-   under ``files/``, a ``reprokit.json`` manifest, a reprokit wheel, and the pip-only
-   environment from the repository's ``autograder/`` folder. Entries are sorted and
+   under ``files/``, a ``reprokit.json`` manifest, a reprokit wheel (built from the checkout,
+   or from the installed package's own files), and the Gradescope environment
+   (``setup.sh``, ``run_autograder``, per-Python locks) shipped with reprokit as package data
+   (``reprokit/templates/autograder``). Entries are sorted and
    stamped 1980-01-01, so rebuilding unchanged sources gives the same bytes;
 4. runs the QA gate with :func:`reprokit.grading.grade` on the built zip: the reference
-   solution scores 100 % within the time budget, the blank student notebook scores 10 %
+   solution scores 100 % within the time budget (in CPU-seconds), the blank student notebook scores 10 %
    or less, and no hidden test text and no hidden material (chaffs, wheats) appears
    anywhere under ``student/``.
 
@@ -46,6 +48,8 @@ from typing import Any
 
 import click
 
+from reprokit import cputime
+
 LEVEL_NUMBERS = ("01", "02", "03", "04", "05", "06")
 BLANK_MAX_FRACTION = 0.10
 DEFAULT_TIME_BUDGET_S = 60.0
@@ -54,7 +58,8 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 #: Otter files that reprokit's environment replaces
 OTTER_REPLACED = {"setup.sh", "environment.yml", "run_autograder", "run_otter.py", "requirements.txt",
                   "requirements.r"}
-TEMPLATES = ("setup.sh", "run_autograder", "requirements.txt")
+TEMPLATES = ("setup.sh", "run_autograder", "requirements.in", "locks/py3.10.txt", "locks/py3.11.txt",
+             "locks/py3.12.txt")
 _SKIP_PARTS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".hypothesis"}
 _MIN_NEEDLE = 25  # shortest line (stripped) the leak scan looks for
 
@@ -296,17 +301,18 @@ def repository_root() -> Path | None:
     """The source checkout reprokit runs from (holding ``pyproject.toml``), if any."""
     here = Path(__file__).resolve()
     for parent in here.parents:
-        if (parent / "pyproject.toml").exists() and (parent / "autograder").is_dir():
+        if (parent / "pyproject.toml").exists() and (parent / "src" / "reprokit").is_dir():
             return parent
     return None
 
 
 def build_wheel(into: Path, source: Path | None = None) -> Path:
-    """``pip wheel --no-deps`` of the reprokit checkout into ``into``; returns the wheel."""
+    """The reprokit wheel to ship, written into ``into``: ``pip wheel --no-deps`` of the
+    checkout reprokit runs from, or (installed from a wheel, no checkout) a wheel of the
+    installed package's own files, so an installed kit builds courses too."""
     source = source or repository_root()
     if source is None:
-        raise BuildError("reprokit", "cannot find reprokit's source checkout to build its wheel",
-                         hint="pass --wheel path/to/reprokit-*.whl")
+        return wheel_from_installed(into)
     into.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}  # reproducible wheel timestamps
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
@@ -318,13 +324,58 @@ def build_wheel(into: Path, source: Path | None = None) -> Path:
     return wheels[-1]
 
 
+_WHEEL_FILE = "Wheel-Version: 1.0\nGenerator: reprokit.build\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+
+
+def wheel_from_installed(into: Path) -> Path:
+    """A ``py3-none-any`` wheel of the installed reprokit: the package's files as installed
+    (no ``__pycache__``), its ``METADATA`` and entry points, a fresh ``RECORD``. Byte-for-byte
+    reproducible (fixed timestamps, sorted entries)."""
+    import base64
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    package = Path(__file__).resolve().parent
+    try:
+        dist = distribution("reprokit")
+        metadata = dist.read_text("METADATA") or dist.read_text("PKG-INFO")  # wheel or egg-info
+    except PackageNotFoundError:
+        metadata = None
+    if not metadata:
+        raise BuildError("reprokit", "reprokit runs neither from a source checkout nor from an "
+                         "installed distribution, so there is no wheel to ship",
+                         hint="pip install reprokit, or pass --wheel path/to/reprokit-*.whl")
+    version = dist.version
+    info = f"reprokit-{version}.dist-info"
+    entries = {f"reprokit/{p.relative_to(package).as_posix()}": p.read_bytes()
+               for p in _walk(package)}
+    entries[f"{info}/METADATA"] = metadata.encode()
+    entries[f"{info}/WHEEL"] = _WHEEL_FILE.encode()
+    for name in ("entry_points.txt", "top_level.txt"):
+        text = dist.read_text(name)
+        if text:
+            entries[f"{info}/{name}"] = text.encode()
+
+    def digest(data: bytes) -> str:
+        return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{name},sha256={digest(data)},{len(data)}\n" for name, data in sorted(entries.items()))
+    entries[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    into.mkdir(parents=True, exist_ok=True)
+    path = into / f"reprokit-{version}-py3-none-any.whl"
+    write_zip(path, entries)
+    return path
+
+
 def template_dir() -> Path:
-    """The folder holding ``setup.sh``, ``run_autograder`` and ``requirements.txt``."""
-    root = repository_root()
-    if root is None:
-        raise BuildError("reprokit", "cannot find the autograder/ templates (reprokit must run from "
-                         "its source checkout to build)")
-    return root / "autograder"
+    """The Gradescope templates (``setup.sh``, ``run_autograder``, ``locks/``): package data."""
+    path = Path(__file__).resolve().parent / "templates" / "autograder"
+    missing = [name for name in TEMPLATES if not (path / name).is_file()]
+    if missing:
+        raise BuildError("reprokit", f"the installed reprokit lacks its Gradescope templates "
+                         f"({', '.join(missing)} under {path})",
+                         hint="reinstall reprokit; from a checkout: pip install -e .")
+    return path
 
 
 def _walk(path: Path) -> list[Path]:
@@ -447,6 +498,7 @@ def assemble_level(master: Master, out_dir: Path, wheel: Path, settings: dict) -
     entries[wheel.name] = wheel.read_bytes()
     manifest = {
         "paper": settings["paper"], "level": level, "notebook": f"{level}.ipynb",
+        "assignment_name": str(master.config["name"]) if master.config.get("name") else None,
         "public_files": master.public_files, "hidden_files": master.hidden_files,
         "time_budget_s": settings["time_budget_s"], "seed": master.seed,
         "reprokit_version": _reprokit_version(),
@@ -470,7 +522,8 @@ class LevelReport:
     reference_score: float = 0.0
     possible: float = 0.0
     blank_score: float = 0.0
-    reference_time_s: float = 0.0
+    reference_time_s: float = 0.0  # wall-clock seconds, for information
+    reference_cpu_s: float = 0.0  # CPU-seconds of the reference's processes: what the budget counts
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
     zip_bytes: int = 0
     problems: list[str] = field(default_factory=list)
@@ -644,7 +697,7 @@ def qa_level(build: LevelBuild, paper_dir: Path) -> LevelReport:
     level = build.level
     ref = grade(build.solution, build.zipfile)
     report.reference_score, report.possible = ref.score, ref.possible
-    report.reference_time_s = ref.duration_s
+    report.reference_time_s, report.reference_cpu_s = ref.duration_s, ref.cpu_s
     m = _CELL_ERROR.search(ref.message or "")
     if m:
         cell, question, _ = locate_code_cell(build.master, build.solution, int(m.group(1)))
@@ -653,7 +706,7 @@ def qa_level(build: LevelBuild, paper_dir: Path) -> LevelReport:
                          hint="run the master notebook top to bottom in Jupyter and fix that cell")
     if ref.status != "graded":
         report.problems.append(f"{level}: the reference solution was not graded ({ref.status}): "
-                               f"{ref.message}")
+                               f"{ref.message}" + cputime.busy_note(ref.cpu_s, ref.duration_s))
     for q in ref.questions.values():
         if q.score < q.possible - 1e-9:
             first = (q.output or "").strip().splitlines()
@@ -662,9 +715,12 @@ def qa_level(build: LevelBuild, paper_dir: Path) -> LevelReport:
                                    f"{q.score:g}/{q.possible:g} (expected full marks): {why}")
     if ref.possible <= 0:
         report.problems.append(f"{level}: the autograder has no points to earn")
-    if ref.status == "graded" and ref.duration_s > budget:
-        report.problems.append(f"{level}: the reference took {ref.duration_s:.1f} s, over the time "
-                               f"budget of {budget:g} s (paper.yaml time_budget_s)")
+    if ref.status == "graded" and ref.cpu_s > budget:
+        report.problems.append(f"{level}: the reference used {ref.cpu_s:.1f} CPU-seconds "
+                               f"({ref.duration_s:.1f} s wall), over the time budget of {budget:g} "
+                               "CPU-seconds (paper.yaml time_budget_s)"
+                               + cputime.busy_note(ref.cpu_s, ref.duration_s))
+
     blank = grade(build.student, build.zipfile)
     report.blank_score = blank.score
     if ref.possible > 0 and blank.score > BLANK_MAX_FRACTION * ref.possible + 1e-9:
@@ -769,8 +825,8 @@ def qa_table(result: BuildResult) -> Any:
 
     table = Table(title=f"reprokit build {result.paper}: QA ({result.duration_s:.1f} s)",
                   caption="qs: questions; reference/blank: score of the reference solution and of "
-                          "the blank notebook; time: reference run / budget")
-    for col in ("level", "qs", "reference", "blank", "time", "zip", "verdict"):
+                          "the blank notebook; cpu: the reference's CPU-seconds / budget; wall: its wall time")
+    for col in ("level", "qs", "reference", "blank", "cpu", "wall", "zip", "verdict"):
         table.add_column(col, justify="left" if col in ("level", "verdict") else "right",
                          no_wrap=True)
     for r in result.reports:
@@ -778,10 +834,11 @@ def qa_table(result: BuildResult) -> Any:
         if r.qa:
             ref = f"{r.reference_score:g}/{r.possible:g}"
             blank = f"{r.blank_score:g}/{r.possible:g}"
-            secs = f"{r.reference_time_s:.1f}/{r.time_budget_s:g} s"
+            secs = f"{r.reference_cpu_s:.1f}/{r.time_budget_s:g} s"
+            wall = f"{r.reference_time_s:.1f} s"
         else:
-            ref = blank = secs = "-"
-        table.add_row(r.level, str(r.questions), ref, blank, secs, f"{r.zip_bytes / 1024:.0f} KiB",
+            ref = blank = secs = wall = "-"
+        table.add_row(r.level, str(r.questions), ref, blank, secs, wall, f"{r.zip_bytes / 1024:.0f} KiB",
                       f"[{style}]{r.verdict}[/{style}]")
     return table
 

@@ -11,6 +11,11 @@ The policy on budgets: a notebook that does not finish executing within its time
 budget, or that runs out of memory, scores zero on every question (status
 ``timeout`` / ``out-of-memory``), so blowing the budget never keeps earlier credit.
 ``possible`` always comes from the autograder, never from what ran.
+
+Budgets count CPU-seconds of the submission's own processes
+(:mod:`reprokit.cputime`), not wall time, so a grade does not depend on how busy the
+machine is; wall time is only a safety net (:data:`reprokit.cputime.WALL_FACTOR`
+times the CPU budget). :func:`limits` is the one place the defaults come from.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from typing import Any
 
 import click
 
-from reprokit import sandbox
+from reprokit import cputime, sandbox
 
-STATUSES = ("graded", "timeout", "out-of-memory", "error", "invalid-notebook")
+STATUSES = ("graded", "timeout", "out-of-memory", "error", "invalid-notebook", "wrong-assignment")
 MANIFEST = "reprokit.json"
 _MATERIAL: contextvars.ContextVar[Path | None] = contextvars.ContextVar("reprokit_material", default=None)
 
@@ -88,6 +93,12 @@ class QuestionScore:
     possible: float
     output: str = ""
     hidden: bool = False
+    #: the public test cases' share of ``score`` / ``possible`` and their summary (what a
+    #: student may see before the due date); the rest is the hidden tests'
+    public_score: float = 0.0
+    public_possible: float = 0.0
+    public_output: str = ""
+    hidden_output: str = ""
 
 
 @dataclass
@@ -101,6 +112,7 @@ class GradeResult:
     duration_s: float
     message: str = ""
     fingerprint: dict = field(default_factory=dict)
+    cpu_s: float = 0.0  # CPU-seconds of the submission's processes (what budgets count)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -116,23 +128,86 @@ class GradeResult:
     def percent(self) -> float:
         return 100.0 * self.score / self.possible if self.possible else 0.0
 
-    def to_gradescope(self, *, show_hidden: bool = False) -> dict:
-        """Gradescope's ``results.json``."""
-        visibility = "after_published" if show_hidden else "hidden"
+    def to_gradescope(self, *, show_hidden: bool = False,
+                       hidden_visibility: str = "after_due_date") -> dict:
+        """Gradescope's ``results.json`` (see docs/gradescope.md for the layout).
+
+        Per question, its public tests are one entry students always see (``visible``),
+        with their messages; its hidden tests another, shown ``hidden_visibility`` (by
+        default after the due date), whose messages appear only with ``show_hidden``.
+        A last entry, for instructors only (``hidden``, no points), records the status,
+        the time and the isolation layers that were active. A ``wrong-assignment``
+        result carries no score at all: nothing about it is a grade.
+        """
+        instructors = {
+            "name": "Grading environment (instructors only)", "score": 0.0, "max_score": 0.0,
+            "visibility": "hidden",
+            "output": (f"status: {self.status}\nmessage: {self.message}\n"
+                       f"duration: {self.duration_s:g} s\n"
+                       f"isolation layers: {', '.join(self.fingerprint.get('isolation') or []) or 'none'}\n"
+                       f"fingerprint: {json.dumps(self.fingerprint, sort_keys=True, default=str)}"),
+        }
+        if self.status == "wrong-assignment":
+            notice = f"Not graded: {self.message}"
+            return {"output": notice, "stdout_visibility": "hidden",
+                    "tests": [{"name": "Wrong assignment: not graded", "output": notice,
+                               "visibility": "visible", "status": "failed"},
+                              {k: v for k, v in instructors.items() if k not in ("score", "max_score")}],
+                    "extra_data": {"reprokit_status": self.status}}
         tests: list[dict[str, Any]] = []
         if self.status != "graded":
             tests.append({"name": f"Submission: {self.status}", "score": 0.0, "max_score": 0.0,
-                          "visibility": "visible", "output": self.message})
-        public = "\n".join(
-            f"{q.name}: {q.output.split(chr(10))[0]}" for q in self.questions.values() if not q.hidden
-        )
-        tests.append({"name": "Public Tests", "visibility": "visible", "output": public,
-                      "score": 0.0, "max_score": 0.0})
+                          "visibility": "visible", "status": "failed", "output": self.message})
         for q in self.questions.values():
-            tests.append({"name": q.name, "score": round(q.score, 5), "max_score": round(q.possible, 5),
-                          "visibility": visibility, "output": q.output})
-        return {"score": round(self.score, 5), "tests": tests,
-                "output": f"reprokit: {self.status}. {self.message}".strip()}
+            hidden_possible = round(q.possible - q.public_possible, 5)
+            if q.public_possible > 0 or q.public_output or hidden_possible <= 0:
+                passed = q.public_score >= q.public_possible - 1e-9
+                tests.append({"name": f"{q.name}: public tests", "score": round(q.public_score, 5),
+                              "max_score": round(q.public_possible, 5), "visibility": "visible",
+                              "status": "passed" if passed else "failed",
+                              "output": q.public_output or q.output.split("\n")[0],
+                              "extra_data": {"question": q.name, "part": "public"}})
+            if hidden_possible > 0:
+                earned = round(max(0.0, q.score - q.public_score), 5)
+                output = (q.hidden_output if show_hidden and q.hidden_output else
+                          f"{q.name}: hidden tests: {earned:g} of {hidden_possible:g} point(s).")
+                tests.append({"name": f"{q.name}: hidden tests", "score": earned,
+                              "max_score": hidden_possible, "visibility": hidden_visibility,
+                              "status": "passed" if earned >= hidden_possible - 1e-9 else "failed",
+                              "output": output, "extra_data": {"question": q.name, "part": "hidden"}})
+        tests.append(instructors)
+        summary = ("Public tests are shown now; hidden tests and the total after the due date."
+                   if self.status == "graded" else f"{self.status}: {self.message}")
+        if self.status == "graded" and self.message:
+            summary += f"\n{self.message}"
+        return {"score": round(self.score, 5), "tests": tests, "stdout_visibility": "hidden",
+                "output": f"reprokit graded this notebook. {summary}".strip(),
+                "extra_data": {"reprokit_status": self.status}}
+
+
+def question_score(tf: Any) -> QuestionScore:
+    """One Otter test file's result, with the public test cases' share kept apart."""
+    public_possible = float(sum(tc.points or 0 for tc in tf.test_cases if not tc.hidden))
+    results = list(getattr(tf, "test_case_results", []) or [])
+    if not results:
+        return QuestionScore(tf.name, 0.0, float(tf.possible), "not graded", hidden=not tf.all_public,
+                             public_possible=public_possible, public_output="not graded")
+    public = [r for r in results if not r.test_case.hidden]
+    if tf.all_or_nothing:
+        public_score = public_possible if tf.passed_all else 0.0
+    else:
+        public_score = float(sum(r.test_case.points or 0 for r in public if r.passed))
+    score = float(tf.score)
+    public_score = min(public_score, score)
+    hidden_output = ""
+    if not tf.all_public:
+        failed = [r for r in results if r.test_case.hidden and not r.passed]
+        hidden_output = "\n\n".join(f"{r.test_case.name}:\n{(r.message or '').strip()}" for r in failed) \
+            or f"{tf.name}: every hidden test passed."
+    return QuestionScore(tf.name, score, float(tf.possible), tf.summary(), hidden=not tf.all_public,
+                         public_score=public_score, public_possible=public_possible,
+                         public_output=tf.summary(public_only=True) if public else "",
+                         hidden_output=hidden_output)
 
 
 # --------------------------------------------------------------------------- autograder
@@ -159,6 +234,13 @@ class Autograder:
     @property
     def time_budget_s(self) -> float:
         return float(self.manifest.get("time_budget_s", 60))
+
+    @property
+    def assignment_name(self) -> str | None:
+        """The Otter assignment name this autograder grades (``name`` in the master's
+        ASSIGNMENT CONFIG), if it has one."""
+        name = self.manifest.get("assignment_name") or self.config.get("assignment_name")
+        return str(name) if name else None
 
     def public_files(self) -> list[Path]:
         names = self.manifest.get("public_files")
@@ -263,6 +345,35 @@ def read_cells(path: Path) -> tuple[list[str], Path]:
     return cells, path
 
 
+def notebook_assignment_name(path: Path) -> str | None:
+    """The Otter assignment name a notebook (or an export zip holding one) carries:
+    ``metadata.otter.assignment_name``, written by Otter Assign. None when absent."""
+    try:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.endswith(".ipynb") and "checkpoint" not in n]
+                text = zf.read(names[0]).decode("utf-8") if len(names) == 1 else "{}"
+        else:
+            text = path.read_text(encoding="utf-8")
+        meta = json.loads(text).get("metadata") or {}
+    except (OSError, ValueError, zipfile.BadZipFile, AttributeError):
+        return None
+    name = (meta.get("otter") or {}).get("assignment_name") if isinstance(meta, dict) else None
+    return str(name) if name else None
+
+
+def wrong_assignment(notebook: Path, ag: Autograder) -> str:
+    """Why ``notebook`` is not a submission for ``ag`` (its Otter assignment name names
+    another assignment), or "" when it may be graded. A notebook without a name (metadata
+    lost, e.g. cells pasted into a fresh notebook) is graded: the name is a guard against
+    uploading the wrong file, not a credential."""
+    expected, got = ag.assignment_name, notebook_assignment_name(notebook)
+    if not expected or not got or got == expected:
+        return ""
+    return (f"this notebook belongs to assignment {got!r}, but this autograder grades "
+            f"{expected!r}. Submit the notebook of assignment {expected!r} (nothing was graded).")
+
+
 # --------------------------------------------------------------------------- grade
 
 
@@ -277,10 +388,13 @@ def _fingerprint(seed: int | None) -> dict:
         return fingerprint()
 
 
-def _zero(tests: list[Any]) -> dict[str, QuestionScore]:
+def _zero(tests: list[Any], why: str = "not graded") -> dict[str, QuestionScore]:
     return {
-        tf.name: QuestionScore(tf.name, 0.0, float(tf.possible), "not graded",
-                               hidden=not tf.all_public)
+        tf.name: QuestionScore(tf.name, 0.0, float(tf.possible), why,
+                               hidden=not tf.all_public,
+                               public_possible=float(sum(tc.points or 0 for tc in tf.test_cases
+                                                         if not tc.hidden)),
+                               public_output=why)
         for tf in tests
     }
 
@@ -290,7 +404,8 @@ def _prepare_workdir(base: Path, notebook: Path, ag: Autograder, uid: int | None
     work.mkdir()
     shutil.copy(notebook, work / notebook.name)
     for item in ag.public_files():
-        dest = work / item.name
+        dest = work / item.relative_to(ag.files)  # chaffs/public/x.py stays chaffs/public/x.py
+        dest.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if item.is_dir() else shutil.copy)(item, dest)
     if uid is not None:
         for root, dirs, files in os.walk(work):
@@ -317,6 +432,20 @@ def warm_up() -> None:
         sandbox.template()
 
 
+def limits(time_budget_s: float) -> tuple[float, float]:
+    """The default CPU-second limits for an assignment whose notebook should take
+    ``time_budget_s``: (the whole submission, each question). Four times the budget for
+    the whole (at least 240 s), twice for each question (at least 60 s): room for a
+    slower but honest solution, and a hang still ends."""
+    return max(240.0, 4 * time_budget_s), max(60.0, 2 * time_budget_s)
+
+
+#: the help text of ``--timeout`` in ``reprokit grade`` and ``reprokit regrade``
+TIMEOUT_HELP = ("CPU-seconds the submission's processes may spend in all (default: 4x the "
+                "assignment's time_budget_s, at least 240; each question 2x, at least 60). Wall "
+                f"time is capped at {cputime.WALL_FACTOR:g}x as a safety net.")
+
+
 def grade(
     submission: str | Path,
     autograder: str | Path,
@@ -327,12 +456,12 @@ def grade(
 ) -> GradeResult:
     """Grade ``submission`` with ``autograder`` (a built zip or an extracted folder).
 
-    ``timeout_s`` bounds the whole submission (default: four times the assignment's
-    budget, at least 240 s); ``question_timeout_s`` bounds each test file (default:
-    twice the budget, at least 60 s): a question that hangs scores zero and the others are
-    still graded. Never raises for a bad submission: its status says what went wrong and every
-    question it could not earn scores zero. Raises :class:`AutograderError` when the
-    autograder itself is unusable.
+    ``timeout_s`` bounds the CPU-seconds of the whole submission and ``question_timeout_s``
+    those of each test file (defaults: :func:`limits`); wall time is bounded at
+    :data:`reprokit.cputime.WALL_FACTOR` times each. A question that hangs scores zero and
+    the others are still graded. Never raises for a bad submission: its status says what
+    went wrong and every question it could not earn scores zero. Raises
+    :class:`AutograderError` when the autograder itself is unusable.
     """
     sandbox.template()  # start (once per process) before the submission's clock starts
     t0 = time.monotonic()
@@ -343,34 +472,43 @@ def grade(
         private.mkdir(mode=0o700)
         ag = load_autograder(autograder, private)
         tests = _load_tests(ag)
-        budget = timeout_s if timeout_s is not None else max(240.0, 4 * ag.time_budget_s)
-        deadline = t0 + budget
+        total_cpu, question_cpu = limits(ag.time_budget_s)
+        if timeout_s is not None:
+            total_cpu = timeout_s
+        if question_timeout_s is not None:
+            question_cpu = question_timeout_s
+        wall_deadline = t0 + cputime.WALL_FACTOR * total_cpu
 
         isolation: list[str] = []
+        zygote: sandbox.Zygote | None = None
 
         def finish(status: str, message: str, questions: dict[str, QuestionScore]) -> GradeResult:
             fp = _fingerprint(ag.seed)
             fp["isolation"] = isolation
+            cpu = zygote.cpu_seconds() if zygote is not None else 0.0
             return GradeResult(
                 status=status, questions=questions,
                 score=float(sum(q.score for q in questions.values())),
                 possible=float(sum(q.possible for q in questions.values())),
                 duration_s=round(time.monotonic() - t0, 3), message=message,
-                fingerprint=fp,
+                fingerprint=fp, cpu_s=round(cpu, 3),
             )
 
         try:
             cells, notebook = read_cells(Path(submission))
         except InvalidSubmission as e:
             return finish("invalid-notebook", str(e), _zero(tests))
+        wrong = wrong_assignment(notebook, ag)
+        if wrong:
+            return finish("wrong-assignment", wrong, _zero(tests, "not graded: wrong assignment"))
 
         with sandbox.sandbox_uid() as uid:
             work = _prepare_workdir(base, notebook, ag, uid)
-            limits = sandbox.Limits(memory_mb=memory_mb)
-            zygote = sandbox.Zygote(work, cells, uid=uid, seed=ag.seed, limits=limits)
+            limits_ = sandbox.Limits(memory_mb=memory_mb)
+            zygote = sandbox.Zygote(work, cells, uid=uid, seed=ag.seed, limits=limits_)
             try:
                 try:
-                    report = zygote.execute(deadline - time.monotonic())
+                    report = zygote.execute(total_cpu, wall_deadline - time.monotonic())
                 except sandbox.GradingTimeout as e:
                     return finish("timeout", f"{e}; every question scores zero", _zero(tests))
                 except sandbox.ProtocolViolation as e:
@@ -381,8 +519,8 @@ def grade(
                     where = next((er["cell"] for er in report.errors if er["type"] == "MemoryError"), "?")
                     return finish("out-of-memory", f"code cell {where} ran out of memory (limit "
                                   f"{memory_mb} MB); every question scores zero", _zero(tests))
-                questions, status, message = _run_tests(zygote, tests, ag, deadline,
-                                                        question_timeout_s)
+                questions, status, message = _run_tests(zygote, tests, ag, total_cpu, question_cpu,
+                                                        wall_deadline)
                 if report.errors and status == "graded":
                     first = report.errors[0]
                     message = (f"{len(report.errors)} cell(s) raised; first: code cell {first['cell']}"
@@ -414,25 +552,30 @@ def _deterministic(seed: int | None):
         settings.load_profile(previous)
 
 
-def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadline: float,
-               question_timeout_s: float | None) -> tuple[dict[str, QuestionScore], str, str]:
+def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, total_cpu: float,
+               question_cpu: float, wall_deadline: float
+               ) -> tuple[dict[str, QuestionScore], str, str]:
     questions = _zero(tests)
     status, message = "graded", ""
     token = _MATERIAL.set(ag.files)
     try:
         for tf in tests:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            cpu_left = total_cpu - zygote.cpu_seconds()
+            wall_left = wall_deadline - time.monotonic()
+            if cpu_left <= 0 or wall_left <= 0:
                 # Blowing the whole budget never keeps earlier credit.
+                spent = (f"{total_cpu:.0f} CPU-seconds" if cpu_left <= 0 else
+                         f"{cputime.WALL_FACTOR * total_cpu:.0f} s of wall time")
                 return _zero(tests), "timeout", (
-                    "the time budget ran out before every question was graded; every question "
-                    "scores zero")
-            per_question = min(remaining, question_timeout_s or max(60.0, 2 * ag.time_budget_s))
+                    f"the submission's budget ({spent}) ran out before every question was "
+                    "graded; every question scores zero")
+            per_question = min(cpu_left, question_cpu)
             if zygote.dead:
                 questions[tf.name].output = "not graded: the submission's process was lost"
                 continue
             try:
-                with zygote.session(per_question) as session, _deterministic(ag.seed):
+                with zygote.session(per_question, min(wall_left, cputime.WALL_FACTOR * per_question)) \
+                        as session, _deterministic(ag.seed):
                     env = sandbox.proxy_environment(session, _test_names(tf))
                     tf.run(env)
             except sandbox.GradingTimeout as e:
@@ -444,10 +587,7 @@ def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadlin
                 questions[tf.name].output = f"not graded: {e}"
                 continue
             if tf.test_case_results:
-                questions[tf.name] = QuestionScore(
-                    tf.name, float(tf.score), float(tf.possible), tf.summary(),
-                    hidden=not tf.all_public,
-                )
+                questions[tf.name] = question_score(tf)
     finally:
         _MATERIAL.reset(token)
     return questions, status, message
@@ -462,8 +602,7 @@ def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, deadlin
               help="A built autograder zip (or its extracted folder).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Write the result as JSON here.")
-@click.option("--timeout", "timeout_s", type=float, default=None,
-              help="Seconds for the whole submission (default: 4x the assignment budget, >= 240).")
+@click.option("--timeout", "timeout_s", type=float, default=None, help=TIMEOUT_HELP)
 @click.option("--memory-mb", type=int, default=4096, show_default=True, help="Memory cap.")
 def grade_command(submission: Path, autograder: Path, output: Path | None,
                   timeout_s: float | None, memory_mb: int) -> None:

@@ -5,8 +5,10 @@ installed. It reads top to bottom in the order pytest calls it:
 
 1. ``pytest_addoption`` - the ``reprokit`` option group and ini keys.
 2. ``pytest_configure`` - markers ``claim(id)`` and ``level(n)``; the seed; reprokit's
-   Hypothesis profiles (``reprokit-dev``, ``reprokit-ci``, ``reprokit-grading``), one of
-   which it loads unless ``--hypothesis-profile`` was given.
+   Hypothesis profiles (``reprokit-dev``, ``reprokit-ci``, ``reprokit-grading``; none runs
+   the explain phase), one of which it loads unless ``--hypothesis-profile`` was given;
+   with ``--reprokit-warm-up``, torch's one-off ``torch._dynamo`` import, paid before
+   any test so that no test (and no hypothesis deadline) is charged for it.
 3. ``pytest_report_header`` - the seed (so a failing run can be replayed), the Hypothesis
    profile and torch's deterministic mode.
 4. Fixtures: ``reprokit_seed``, ``seeded``, ``fingerprint``, ``tiny_digits``, ``claims``,
@@ -49,6 +51,7 @@ _PREVIOUS_PROFILE = pytest.StashKey["str | None"]()
 _RECORDS = pytest.StashKey[list]()
 _PAPERS = pytest.StashKey[dict]()
 _MODULES = pytest.StashKey[dict]()
+_WARM_UP = pytest.StashKey["float | None"]()
 
 
 class InconclusiveClaimWarning(pytest.PytestWarning):
@@ -82,7 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--reprokit-profile", action="store", choices=PROFILES, default=None,
         help="hypothesis profile: dev (10 examples), ci (100 examples, no deadline, prints "
-             "reproduction blobs) or grading (derandomized, no database, 2 s deadline). "
+             "reproduction blobs) or grading (derandomized, no database, no wall-clock deadline). "
              "Default: ini reprokit_profile, else 'ci' when the CI environment variable is "
              "set, else 'dev'. --hypothesis-profile, if given, wins.",
     )
@@ -97,7 +100,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="paper.yaml (or its folder) for the 'claims' fixture (default: ini "
              "reprokit_paper, else the nearest paper.yaml above each test file).",
     )
+    group.addoption(
+        "--reprokit-warm-up", action="store_true", default=None,
+        help="import torch._dynamo once before the tests: torch does it when a process builds "
+             "its first optimiser (2 s on an idle core, 6-17 s on a loaded one), which would "
+             "otherwise land in one test, possibly past a hypothesis deadline. Default: ini "
+             "reprokit_warm_up, else off (reprokit's own checks never need it).",
+    )
     parser.addini("reprokit_seed", "default seed (see --reprokit-seed)", default=None)
+    parser.addini("reprokit_warm_up", "import torch._dynamo before the tests (see "
+                  "--reprokit-warm-up)", type="bool", default=False)
     parser.addini("reprokit_profile", "default hypothesis profile: dev, ci or grading",
                   default=None)
     parser.addini("reprokit_implementation", "default implementation under test (file or "
@@ -186,6 +198,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("--hypothesis-profile", default=None):
         config.stash[_PREVIOUS_PROFILE] = settings.get_current_profile_name()
         settings.load_profile(f"reprokit-{config.stash[_PROFILE]}")
+    config.stash[_WARM_UP] = None
+    warm = config.getoption("--reprokit-warm-up")
+    if warm or (warm is None and config.getini("reprokit_warm_up")):
+        from reprokit.invariants import warm_up
+
+        config.stash[_WARM_UP] = warm_up()
 
 
 # ------------------------------------------------------------------ 3. header
@@ -202,10 +220,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     from hypothesis import settings
 
     seed = _seed(config)
-    return [
+    lines = [
         f"reprokit: seed {seed} (replay with --reprokit-seed={seed}), "
         f"hypothesis profile {settings.get_current_profile_name()!r}, {_torch_mode()}"
     ]
+    spent = config.stash.get(_WARM_UP, None)
+    if spent is not None:
+        lines.append(f"reprokit: torch._dynamo imported before the tests in {spent:.2f} s "
+                     "(--reprokit-warm-up)")
+    return lines
 
 
 # ------------------------------------------------------------------ 4. fixtures

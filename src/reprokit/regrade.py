@@ -41,7 +41,7 @@ from typing import Any
 
 import click
 
-from reprokit.grading import AutograderError, GradeResult, QuestionScore
+from reprokit.grading import TIMEOUT_HELP, AutograderError, GradeResult, QuestionScore
 
 RESULTS_DIR = "results"
 CSV_NAME = "grades.csv"
@@ -519,7 +519,7 @@ def csv_rows(subs: list[Submission], results: dict[str, GradeResult]) -> tuple[l
             if name not in qnames:
                 qnames.append(name)
     header = ["student", "name", "email", "submission", *qnames, "total", "possible", "status",
-              "duration_s", "fingerprint"]
+              "cpu_s", "duration_s", "fingerprint"]
     rows = []
     for sub in subs:
         r = results[sub.id]
@@ -530,7 +530,7 @@ def csv_rows(subs: list[Submission], results: dict[str, GradeResult]) -> tuple[l
             for q in qnames:
                 row[q] = _fmt(r.questions[q].score) if q in r.questions else "0"
             row.update(total=_fmt(r.score), possible=_fmt(r.possible), status=r.status,
-                       duration_s=f"{r.duration_s:.3f}",
+                       cpu_s=f"{r.cpu_s:.3f}", duration_s=f"{r.duration_s:.3f}",
                        fingerprint=json.dumps(r.fingerprint, sort_keys=True, separators=(",", ":")))
             rows.append(row)
     rows.sort(key=lambda row: (row["student"], row["submission"]))
@@ -775,8 +775,7 @@ def _iter_messages(summary: RegradeSummary) -> Iterator[str]:
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="A dask.distributed scheduler (tcp://host:8786 or a scheduler JSON file) "
                    "to grade on instead of local processes.")
-@click.option("--timeout", "timeout_s", type=float, default=None,
-              help="Seconds per submission (default: 3x the assignment's budget, at least 120).")
+@click.option("--timeout", "timeout_s", type=float, default=None, help=TIMEOUT_HELP)
 @click.option("--memory-mb", type=click.IntRange(min=256), default=4096, show_default=True,
               help="Memory cap per submission.")
 def regrade_command(submissions: Path, autograder: Path, jobs: int | None, out: Path,

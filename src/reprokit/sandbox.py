@@ -28,6 +28,7 @@ import json
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprokit import wire
+from reprokit import cputime, wire
 
 #: modules the template imports once, so every submission starts warm
 DEFAULT_PRELOAD = (
@@ -52,9 +53,18 @@ DEFAULT_PRELOAD = (
 )
 # For graders running side by side (``regrade -j N``, N > 1): OpenMP threads that sleep
 # when idle instead of spinning, or they burn each other's cores (40 level-1 submissions,
-# -j 2 on 2 cores: 65.7 s spinning, 46-52 s passive). A lone grader is faster spinning
-# (median 1.7 s against 2.0 s per submission), so this is not the default.
+# -j 2 on 2 cores: 65.7 s spinning, 46-52 s passive).
 PARALLEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: Graded code runs torch (and NumPy's BLAS) on this many threads, whatever the notebook
+#: sets: one thread cannot oversubscribe the cores a grader was given, its CPU seconds do
+#: not grow with load (spinning OpenMP threads on shared cores took 7.9 s for what one
+#: thread did in 0.56 s), and the numbers are the same (the Zhang MLP's accuracies are
+#: bit-identical on 1, 2 and 4 threads; tests/test_cputime.py keeps that checked).
+GRADED_THREADS = 1
+GRADED_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(GRADED_THREADS),
+              "MKL_NUM_THREADS": str(GRADED_THREADS), "OPENBLAS_NUM_THREADS": str(GRADED_THREADS)}
+#: how often the grader reads a waiting submission's CPU clock
+POLL_S = 0.1
 UID_RANGE = range(61000, 61512)
 _LOCK_DIR = Path(tempfile.gettempdir()) / "reprokit-uids"
 CLONE_NEWNET = 0x40000000
@@ -98,7 +108,7 @@ class Template:
         self.dir = Path(tempfile.mkdtemp(prefix="reprokit-template-"))
         os.chmod(self.dir, 0o700)
         self.socket_path = str(self.dir / "template.sock")
-        env = dict(os.environ, MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
+        env = dict(os.environ, MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1", **GRADED_ENV)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reprokit.sandbox", self.socket_path, json.dumps(list(preload))],
             # the template reads its stdin until EOF: it ends when this process does
@@ -203,6 +213,37 @@ class ExecReport:
     memory_error: bool = False
     duration_s: float = 0.0
     isolation: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+
+@dataclass
+class Budget:
+    """Limits for one wait on the submission: CPU seconds its processes may spend (counted
+    by :class:`reprokit.cputime.CpuMeter`) and a wall-clock safety net."""
+
+    cpu_deadline: float  # the meter's reading at which time is up
+    wall_deadline: float  # time.monotonic() at which time is up
+    cpu_limit_s: float  # for messages
+    cpu_start: float
+    wall_start: float
+
+    @classmethod
+    def start(cls, meter: cputime.CpuMeter, cpu_limit_s: float,
+              wall_limit_s: float | None = None) -> Budget:
+        cpu0, t0 = meter.seconds(), time.monotonic()
+        wall = wall_limit_s if wall_limit_s is not None else cputime.WALL_FACTOR * cpu_limit_s
+        return cls(cpu0 + cpu_limit_s, t0 + wall, cpu_limit_s, cpu0, t0)
+
+    def overrun(self, meter: cputime.CpuMeter, doing: str) -> str | None:
+        """Why time is up (None while it is not)."""
+        cpu = meter.seconds()
+        if cpu >= self.cpu_deadline:
+            return f"the submission used more than {self.cpu_limit_s:.0f} CPU-seconds {doing}"
+        if time.monotonic() >= self.wall_deadline:
+            wall, used = time.monotonic() - self.wall_start, cpu - self.cpu_start
+            return (f"the submission took longer than {wall:.0f} s of wall time {doing}"
+                    + cputime.busy_note(used, wall))
+        return None
 
 
 class Zygote:
@@ -215,35 +256,60 @@ class Zygote:
         self.sock.settimeout(60)
         hello = wire.recv(self.sock)
         self.pid = int(hello["pid"])
+        # before the notebook runs: everything it starts is counted
+        self.meter = cputime.CpuMeter(self.pid, uid=uid)
         wire.send(self.sock, {
             "workdir": str(workdir), "uid": uid, "seed": seed, "cells": cells,
             "limits": limits.__dict__, "env": env or {},
         })
         self.dead = False
 
-    def execute(self, timeout_s: float) -> ExecReport:
-        """Wait for the notebook to finish executing."""
-        t0 = time.monotonic()
-        msg = self._recv(timeout_s, "executing the notebook")
+    def cpu_seconds(self) -> float:
+        """CPU seconds the submission's processes have spent so far."""
+        return self.meter.seconds()
+
+    def execute(self, cpu_limit_s: float, wall_limit_s: float | None = None) -> ExecReport:
+        """Wait for the notebook to finish executing, for at most ``cpu_limit_s`` CPU-seconds
+        of its processes (and ``wall_limit_s``, default :data:`cputime.WALL_FACTOR` times that)."""
+        budget = Budget.start(self.meter, cpu_limit_s, wall_limit_s)
+        msg = self._recv(budget, "executing the notebook")
         if msg.get("op") != "executed":
             raise ProtocolViolation("the notebook interfered with the grader while it ran")
         errors = msg.get("errors")
         return ExecReport(
             errors=errors if type(errors) is list else [],
             memory_error=msg.get("memory_error") is True,
-            duration_s=time.monotonic() - t0,
+            duration_s=time.monotonic() - budget.wall_start,
             isolation=[str(x) for x in msg.get("isolation", []) if type(x) is str],
+            cpu_s=self.meter.seconds() - budget.cpu_start,
         )
 
-    def _recv(self, timeout_s: float, doing: str, *, kill_on_timeout: bool = True) -> dict:
-        self.sock.settimeout(max(timeout_s, 0.001))
+    def _recv(self, budget: Budget | float, doing: str, *, kill_on_timeout: bool = True) -> dict:
+        """The next message, waiting while the submission computes within ``budget`` (a
+        :class:`Budget`, or a number of CPU-seconds from now)."""
+        if not isinstance(budget, Budget):
+            budget = Budget.start(self.meter, float(budget))
+        while True:
+            why = budget.overrun(self.meter, doing)
+            if why is not None:
+                if kill_on_timeout:
+                    self.kill()
+                raise GradingTimeout(why)
+            wait = min(POLL_S, max(budget.wall_deadline - time.monotonic(), 0.001))
+            try:
+                readable, _, _ = select.select([self.sock], [], [], wait)
+            except (OSError, ValueError):  # the socket was closed under us
+                readable = [self.sock]
+            if readable:
+                break
+        self.sock.settimeout(max(budget.wall_deadline - time.monotonic(), 1.0))
         try:
             return wire.recv(self.sock)
         except TimeoutError:
             if kill_on_timeout:
                 self.kill()
-            raise GradingTimeout(f"the submission took longer than {timeout_s:.0f} s {doing}") from None
-        except EOFError:
+            raise GradingTimeout(f"the submission's answer did not arrive in time {doing}") from None
+        except (EOFError, OSError):
             self.dead = True
             raise ProtocolViolation(f"the submission's process ended while {doing}") from None
         except wire.ProtocolError as e:
@@ -251,18 +317,20 @@ class Zygote:
             raise ProtocolViolation(f"the submission sent something unreadable ({e})") from None
 
     @contextlib.contextmanager
-    def session(self, timeout_s: float) -> Iterator[Session]:
-        """A fresh fork of the executed notebook, for one test file."""
+    def session(self, cpu_limit_s: float, wall_limit_s: float | None = None) -> Iterator[Session]:
+        """A fresh fork of the executed notebook, for one test file, whose processes may spend
+        ``cpu_limit_s`` CPU-seconds (``wall_limit_s`` of wall time, by default
+        :data:`cputime.WALL_FACTOR` times that)."""
         if self.dead:
             raise ProtocolViolation("the submission's process is gone")
         wire.send(self.sock, {"op": "session"})
-        msg = self._recv(30, "starting a session")
+        msg = self._recv(Budget.start(self.meter, 30, 120), "starting a session")
         pid = msg.get("pid")
         info = _ppid_and_uid(pid) if type(pid) is int else None
         if msg.get("op") != "session" or info is None or info[0] != self.pid:
             self.kill()
             raise ProtocolViolation("the submission answered a session request with something else")
-        s = Session(self, pid, deadline=time.monotonic() + timeout_s, timeout_s=timeout_s)
+        s = Session(self, pid, Budget.start(self.meter, cpu_limit_s, wall_limit_s))
         try:
             yield s
         finally:
@@ -284,6 +352,7 @@ class Zygote:
             with contextlib.suppress(OSError, wire.ProtocolError):
                 wire.send(self.sock, {"op": "shutdown"})
         self.kill()
+        self.meter.close()
 
     @contextlib.contextmanager
     def branch(self, cells: list[str]) -> Iterator[Branch]:
@@ -346,9 +415,8 @@ class Branch(Zygote):
 class Session:
     """Requests to one fork of the executed notebook."""
 
-    def __init__(self, zygote: Zygote, pid: int, deadline: float, timeout_s: float = 0.0):
-        self.zygote, self.pid, self.deadline = zygote, pid, deadline
-        self.timeout_s = timeout_s
+    def __init__(self, zygote: Zygote, pid: int, budget: Budget):
+        self.zygote, self.pid, self.budget = zygote, pid, budget
         self.closed = False
         self._callbacks: dict[int, Any] = {}
 
@@ -358,14 +426,12 @@ class Session:
             raise ProtocolViolation("this session has ended")
         wire.send(self.zygote.sock, message)
         while True:
-            remaining = self.deadline - time.monotonic()
             try:
-                msg = self.zygote._recv(remaining, doing, kill_on_timeout=False)
-            except GradingTimeout:
+                msg = self.zygote._recv(self.budget, doing, kill_on_timeout=False)
+            except GradingTimeout as e:
                 self.closed = True
                 self._kill_fork()
-                raise GradingTimeout(f"this question's tests took longer than {self.timeout_s:.0f} s "
-                                     f"(stopped while {doing})") from None
+                raise GradingTimeout(f"this question's tests were stopped: {e}") from None
             except ProtocolViolation:
                 self.closed = True
                 raise
@@ -465,9 +531,10 @@ class Session:
         if self.zygote.dead:
             return
         try:
-            msg = self.zygote._recv(15, "ending a session")
+            ending = Budget.start(self.zygote.meter, 15, 60)
+            msg = self.zygote._recv(ending, "ending a session")
             while msg.get("op") != "session_ended":
-                msg = self.zygote._recv(15, "ending a session")
+                msg = self.zygote._recv(ending, "ending a session")
         except (GradingTimeout, ProtocolViolation):
             pass
 
@@ -668,6 +735,7 @@ def _zygote_main(conn: socket.socket) -> None:  # pragma: no cover - runs in the
                        "REPROKIT_SANDBOX": "1", **config.get("env", {})})
     tempfile.tempdir = tmp
     sys.path.insert(0, workdir)
+    clamp_torch_threads()
     ns = _execute(config["cells"], config.get("seed"), conn, isolation)
     _serve_zygote(conn, ns, config.get("seed"), isolation)
 
@@ -724,6 +792,23 @@ def _execute(cells: list[str], seed: int | None, conn: socket.socket,
     wire.send(conn, {"op": "executed", "errors": errors, "memory_error": memory_error,
                      "isolation": isolation})
     return shell.user_ns
+
+
+def clamp_torch_threads(limit: int = GRADED_THREADS) -> None:  # pragma: no cover - in the zygote
+    """Run torch on at most ``limit`` threads from now on, whatever the notebook asks for:
+    ``torch.set_num_threads(n)`` keeps working but is capped at ``limit``."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    original = getattr(torch.set_num_threads, "__wrapped__", torch.set_num_threads)
+
+    def set_num_threads(n: int) -> None:
+        original(max(1, min(int(n), limit)))
+
+    set_num_threads.__wrapped__ = original  # type: ignore[attr-defined]
+    set_num_threads.__doc__ = original.__doc__
+    torch.set_num_threads = set_num_threads
+    original(limit)
 
 
 def one_thread_after_fork() -> None:  # pragma: no cover - runs in forked children

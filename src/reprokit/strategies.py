@@ -30,6 +30,7 @@ __all__ = [
     "float_tensors",
     "int_tensors",
     "label_vectors",
+    "large_float_tensors",
     "permutations",
     "shapes",
 ]
@@ -117,6 +118,25 @@ def float_tensors(
         elements = elements | st.sampled_from(specials)
     array = draw(hnp.arrays(np_dtype, _shape(draw, shape), elements=elements, unique=unique))
     return torch.from_numpy(np.array(array, copy=True))
+
+
+def large_float_tensors(
+    *,
+    shape: ShapeLike = None,
+    dtype: torch.dtype = torch.float32,
+    max_magnitude: float = 1e4,
+) -> st.SearchStrategy[torch.Tensor]:
+    """Float tensors whose values reach ``±max_magnitude``: inputs for finiteness checks.
+
+    :func:`float_tensors` stays within ±10 by default, where every check but finiteness
+    wants its inputs; overflow bugs (``exp`` without max-subtraction overflows float32
+    past 88) need larger values. Shrinks towards zeros, so a failure reports roughly the
+    smallest magnitude that overflows.
+    """
+    if not max_magnitude > 0:
+        raise ValueError(f"max_magnitude: expected a positive number, got {max_magnitude}")
+    return float_tensors(shape=shape, dtype=dtype, min_value=-max_magnitude,
+                         max_value=max_magnitude)
 
 
 @st.composite
