@@ -735,9 +735,12 @@ def _grade_branch(zygote: Any, suffix: list[str], tests: list[Any], ag: Any, m: 
             result["detail"] = (f"code cell {offset + first['cell']} raised {first['type']}: "
                                 f"{first['message'][:200]}")
         ordered = sorted(tests, key=lambda tf: tf.name != m["question"])
-        deadline = time.monotonic() + timeout + qtimeout * len(tests)
+        from reprokit.cputime import WALL_FACTOR
+
+        total_cpu = timeout + qtimeout * len(tests)  # CPU-seconds of the branch, tests included
+        wall_deadline = time.monotonic() + WALL_FACTOR * total_cpu
         for tf in ordered:
-            scores, _, _ = grading._run_tests(branch, [tf], ag, deadline, qtimeout)
+            scores, _, _ = grading._run_tests(branch, [tf], ag, total_cpu, qtimeout, wall_deadline)
             q = scores[tf.name]
             result["scores"][tf.name] = [q.score, q.possible]
             if q.score < q.possible - 1e-9:
@@ -1002,7 +1005,7 @@ def gate_level(master_path: str | Path, solution_nb: str | Path, autograder: str
         report.skipped = "no auto-graded solution code to mutate"
         return report
     workers = workers or min(2, os.cpu_count() or 1)
-    timeout = max(60.0, 4 * reference_time_s)
+    timeout = max(60.0, 4 * reference_time_s)  # CPU-seconds per mutant, as the engine counts
     raw, control = grade_mutants(solution_nb, autograder, mutants, workers=workers, timeout_s=timeout,
                                  question_timeout_s=timeout)
     errors = [r for r in raw if r.get("error")]
@@ -1049,7 +1052,8 @@ def gate_build(build: Any, paper_dir: str | Path, qa_report: Any,
         report = LevelMutationReport(build.level, skipped="the reference does not score full marks")
     else:
         report = gate_level(build.master.path, build.solution, build.zipfile, build.level, settings,
-                            reference_time_s=qa_report.reference_time_s)
+                            reference_time_s=getattr(qa_report, "reference_cpu_s", 0.0)
+                            or qa_report.reference_time_s)
         hunts = any(str(f).startswith("chaffs") for f in build.master.hidden_files)
         if hunts and (paper_dir / "authors").is_dir():
             t0 = time.monotonic()

@@ -384,7 +384,14 @@ class Branch(Zygote):
     def __init__(self, parent: Zygote, pid: int):  # noqa: D107 - no spawn: shares the socket
         self.parent, self.pid, self.workdir, self.uid = parent, pid, parent.workdir, parent.uid
         self.sock = parent.sock
+        # branches run one at a time: the parent's meter, from now on, counts this branch
+        self.meter = parent.meter
+        self._cpu_at_start = parent.meter.seconds()
         self.dead = False
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds spent since the branch started (not the prefix's)."""
+        return self.meter.seconds() - self._cpu_at_start
 
     def kill(self) -> None:
         """Kill the branch (as root: the whole uid, so its parent zygote too)."""
