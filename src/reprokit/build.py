@@ -528,6 +528,7 @@ class LevelReport:
     zip_bytes: int = 0
     problems: list[str] = field(default_factory=list)
     qa: bool = True
+    mutation: Any = None  # a reprokit.mutation.LevelMutationReport when the mutation gate ran
 
     @property
     def ok(self) -> bool:
@@ -763,6 +764,7 @@ def build(
     *,
     levels: Iterable[str] | None = None,
     qa: bool = True,
+    mutation: bool = True,
     wheel: str | Path | None = None,
     solutions_dir: str | Path | None = None,
     on_step: Callable[[str, str], None] | None = None,
@@ -804,6 +806,12 @@ def build(
             if qa:
                 step(master.level, "QA: grading reference and blank")
                 reports.append(qa_level(lb, paper_dir))
+                if mutation:  # mutants of the reference must lose points (reprokit.mutation)
+                    from reprokit.mutation import gate_build
+
+                    step(master.level, "QA: grading mutants of the reference")
+                    reports[-1].mutation = gate_build(lb, paper_dir, reports[-1])
+                    reports[-1].problems += reports[-1].mutation.problems
             else:
                 reports.append(LevelReport(lb.level, len(master.questions), zip_bytes=lb.zip_bytes,
                                            time_budget_s=settings["time_budget_s"], qa=False))
@@ -844,10 +852,12 @@ def qa_table(result: BuildResult) -> Any:
 @click.option("--no-qa", is_flag=True, help="Skip the QA gate (grading reference and blank notebooks).")
 @click.option("--wheel", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Ship this reprokit wheel instead of building one from the checkout.")
+@click.option("--no-mutation", "--skip-mutation", "no_mutation", is_flag=True,
+              help="Skip the mutation gate (grading mutants of the reference; see docs/mutation.md).")
 @click.option("--solutions-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also copy each level's reference solution notebook here.")
 def build_command(paper_dir: Path, out: Path, levels: tuple[str, ...], no_qa: bool,
-                  wheel: Path | None, solutions_dir: Path | None) -> None:
+                  wheel: Path | None, solutions_dir: Path | None, no_mutation: bool = False) -> None:
     """Build student notebooks and Gradescope autograder zips for PAPER_DIR, then QA them."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -869,9 +879,17 @@ def build_command(paper_dir: Path, out: Path, levels: tuple[str, ...], no_qa: bo
             progress.update(task, description=f"{level or 'reprokit'}: {what}")
 
         result = build(paper_dir, out, levels=list(levels) or None, qa=not no_qa, wheel=wheel,
+                       mutation=not no_mutation,
                        solutions_dir=solutions_dir, on_step=on_step)
     out_console = Console()
     out_console.print(qa_table(result))
+    gated = [r.mutation for r in result.reports if r.mutation is not None]
+    if gated:  # the mutation gate: kill rate per question, then each survivor as a diff
+        from reprokit.mutation import mutation_table
+
+        out_console.print(mutation_table(gated))
+        for line in (line for m in gated for line in m.lines(survivors_only=True)):
+            out_console.print(line, soft_wrap=True, markup=False, highlight=False)
     for lb in result.levels:
         out_console.print(f"{lb.zipfile}  {lb.zip_bytes / 1024:.0f} KiB", soft_wrap=True)
     if not result.ok:

@@ -381,7 +381,7 @@ _CLAIM_KEYS = ("id", "statement", "source", "paper_value", "expected", "toleranc
 def parse_paper(data: Any, path: str | Path = PAPER_FILE) -> Paper:
     """Validate already-parsed YAML (a dict) and build a :class:`Paper`; ``path`` names it in errors."""
     c = _Checker(path)
-    top = c.mapping(data, "", ("paper", "time_budget_s", "claims"))
+    top = c.mapping(data, "", ("paper", "time_budget_s", "claims", "mutation"))  # mutation: see reprokit.mutation
     meta = c.mapping(c.required(top, "paper", ""), "paper", _PAPER_KEYS)
     authors: tuple[str, ...] = ()
     if meta.get("authors") is not None:

@@ -568,6 +568,74 @@ class Zygote:
         self.kill()
         self.meter.close()
 
+    @contextlib.contextmanager
+    def branch(self, cells: list[str]) -> Iterator[Branch]:
+        """A fork of this (executed) zygote that executes ``cells`` on top of its state.
+
+        The branch behaves as a zygote of its own: :meth:`execute` waits for ``cells``,
+        :meth:`session` forks it per test file. Used by :mod:`reprokit.mutation` to run
+        only the cells after a prefix that many variants share. Branches run one at a time.
+        """
+        if self.dead:
+            raise ProtocolViolation("the submission's process is gone")
+        self.send({"op": "branch", "cells": list(cells)}, 30, "starting a branch")
+        msg = self._recv(Budget.start(self.meter, 30, 120), "starting a branch")
+        pid = msg.get("pid")
+        # the fork reports its pid in its own PID namespace; find it among the init's children
+        host_pid = _child_by_inner_pid(self.init_pid, pid) if type(pid) is int else None
+        if msg.get("op") != "branch" or host_pid is None:
+            raise self.violated("the submission answered a branch request with something else")
+        b = Branch(self, host_pid)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Branch(Zygote):
+    """A fork of a zygote executing further cells (see :meth:`Zygote.branch`)."""
+
+    def __init__(self, parent: Zygote, pid: int):  # noqa: D107 - no spawn: shares the socket
+        self.parent, self.pid, self.workdir, self.uid = parent, pid, parent.workdir, parent.uid
+        self.init_pid = pid  # the branch serves its sessions itself
+        self.violation: str | None = None
+        self._pidfds: list[int] = []
+        self.isolation = parent.isolation
+        self.sock = parent.sock
+        # branches run one at a time: the parent's meter, from now on, counts this branch
+        self.meter = parent.meter
+        self._cpu_at_start = parent.meter.seconds()
+        self.dead = False
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds spent since the branch started (not the prefix's)."""
+        return self.meter.seconds() - self._cpu_at_start
+
+    def kill(self) -> None:
+        """Kill the branch (as root: the whole uid, so its parent zygote too)."""
+        self.dead = True
+        if self.uid is not None:
+            self.parent.kill()
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """End the branch and wait until its parent zygote takes requests again."""
+        if not self.dead:
+            with contextlib.suppress(OSError, wire.ProtocolError):
+                wire.send(self.sock, {"op": "shutdown"})
+        elif self.uid is None:
+            self.kill()
+        if self.parent.dead:
+            return
+        try:
+            msg = self.parent._recv(30, "ending a branch")
+            while msg.get("op") != "branch_ended":
+                msg = self.parent._recv(30, "ending a branch")
+        except (GradingTimeout, ProtocolViolation):
+            self.parent.kill()
+
 
 class Session:
     """Requests to one fork of the executed notebook."""
@@ -1118,7 +1186,7 @@ def _init_main(conn: socket.socket, config: dict, unshared: dict[str, str]) -> N
     sys.path.insert(0, workdir)
     clamp_torch_threads()
     ns = _execute(config["cells"], config.get("seed"), conn)
-    _serve_zygote(conn, ns)
+    _serve_zygote(conn, ns, config.get("seed"))
 
 
 class _InertNotebook:
@@ -1198,11 +1266,24 @@ def one_thread_after_fork() -> None:  # pragma: no cover - runs in forked childr
         sys.modules["torch"].set_num_threads(1)
 
 
-def _serve_zygote(conn: socket.socket, ns: dict) -> None:  # pragma: no cover
+def _serve_zygote(conn: socket.socket, ns: dict, seed: int | None = None) -> None:  # pragma: no cover
     while True:
         msg = wire.recv(conn)
         op = msg.get("op")
-        if op == "session":
+        if op == "branch":  # execute more cells in a fork, then serve as a zygote (mutation)
+            pid = os.fork()
+            if pid == 0:
+                os.setpgid(0, 0)
+                one_thread_after_fork()
+                wire.send(conn, {"op": "branch", "pid": os.getpid()})
+                try:
+                    cells = [c for c in msg.get("cells", []) if type(c) is str]
+                    _serve_zygote(conn, _execute(cells, seed, conn), seed)
+                finally:
+                    os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            wire.send(conn, {"op": "branch_ended", "status": status})
+        elif op == "session":
             pid = os.fork()
             if pid == 0:
                 os.setpgid(0, 0)
