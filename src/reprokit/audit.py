@@ -249,6 +249,25 @@ def _same_state(name: str, a: Any, b: Any) -> bool:
     return a == b
 
 
+_SENTINEL_SEED = 0x5EED0B5  # an unusual seed: a student's own seed is unlikely to match it
+
+
+def _set_rng_states(seed: int) -> None:
+    import numpy as np
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    _random.seed(seed)
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    _random.setstate(states["random"])
+
+
 _OPEN_WATCH: list[list] = []  # stack of [substrings, seen] for the audit hook
 
 
@@ -303,6 +322,11 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
         _sys.addaudithook(_audit_open)  # once per process; inert while nothing is watched
         _HOOKED = True
     entry = [tuple(watch_opens), opened]
+    # Start every generator from one fixed state (and give the caller's back afterwards): a
+    # call that re-seeds to the state it found would otherwise look untouched, and both
+    # grading paths see the same starting state whatever ran before.
+    callers = _rng_states()
+    _set_rng_states(_SENTINEL_SEED)
     before = _rng_states()
     previous = _sys.getprofile()
     if watch_opens:
@@ -317,7 +341,8 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
             _sys.setprofile(previous)
         if watch_opens and entry in _OPEN_WATCH:
             _OPEN_WATCH.remove(entry)
-    after = _rng_states()
+        after = _rng_states()
+        _restore_rng_states(callers)
     changed = tuple(n for n in RNG_NAMES if not _same_state(n, before[n], after[n]))
     return Observation(value, changed, tuple(calls), tuple(opened), dict(c_calls))
 
@@ -329,7 +354,9 @@ def observe_call(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
     """Call a student's function once and report its side effects as an :class:`Observation`.
 
     * every global generator (torch's CPU generator, NumPy's legacy global one, Python's
-      ``random``) is compared before and after the call;
+      ``random``) is set to one fixed state before the call and compared with it after;
+      the caller's states are restored afterwards, so the grader never sees the call's
+      draws;
     * ``watch_calls`` maps a file-path suffix to function names (``"*"`` for all), e.g.
       ``{"authors/randlabels.py": ["train", "corrupt_labels"]}``: every call of a function
       defined there, however the student reached it (``randlabels.train``, a
