@@ -220,7 +220,11 @@ class Observation:
     :data:`RNG_NAMES`) whose state differs after the call; ``calls`` every watched
     function it called, as ``"file:qualname"`` (first call of each, in order);
     ``opened`` every watched file it opened; ``c_calls`` how often each watched built-in
-    (C) function or method was called, by name (``{"softmax": 2, "randperm": 3}``).
+    (C) function or method was called, by name (``{"softmax": 2, "randperm": 3}``);
+    ``captured`` one dict per call of a function in ``capture_args``, in order:
+    ``{"function": "file:qualname", "args": {name: value}, "training": bool or None,
+    "grad": bool}`` (the arguments as passed, ``self`` left out; ``training`` is
+    ``self.training`` for a module's method; ``grad`` whether autograd was on).
     """
 
     value: Any
@@ -228,6 +232,7 @@ class Observation:
     calls: tuple[str, ...] = field(default_factory=tuple)
     opened: tuple[str, ...] = field(default_factory=tuple)
     c_calls: dict[str, int] = field(default_factory=dict)
+    captured: tuple[dict, ...] = field(default_factory=tuple)
 
 
 def _rng_states() -> dict[str, Any]:
@@ -290,7 +295,8 @@ _HOOKED = False
 def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
                  watch_calls: dict[str, list[str]] | None = None,
                  watch_opens: tuple[str, ...] | list[str] = (),
-                 watch_c_calls: tuple[str, ...] | list[str] = ()) -> Observation:
+                 watch_c_calls: tuple[str, ...] | list[str] = (),
+                 capture_args: dict[str, list[str]] | None = None) -> Observation:
     """Call ``fn(*args, **kwargs)`` in this process and observe it (see :func:`observe_call`).
 
     Exceptions from ``fn`` propagate unchanged, after the observers are removed.
@@ -300,6 +306,21 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
     calls: list[str] = []
     c_names = frozenset(watch_c_calls)
     c_calls: dict[str, int] = {}
+    capture = {k.replace("\\", "/"): set(v) for k, v in (capture_args or {}).items()}
+    captured: list[dict] = []
+
+    def grab(frame: Any, suffix: str, qual: str) -> None:
+        code = frame.f_code
+        local = frame.f_locals
+        names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+        owner = local.get("self")
+        training = getattr(owner, "training", None) if owner is not None else None
+        captured.append({
+            "function": f"{suffix}:{qual}",
+            "args": {n: _detached(local[n]) for n in names if n != "self" and n in local},
+            "training": training if type(training) is bool else None,
+            "grad": bool(torch.is_grad_enabled()),
+        })
 
     def profile(frame: Any, event: str, arg: Any) -> None:
         if event == "c_call":
@@ -311,6 +332,11 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
             return
         code = frame.f_code
         filename = code.co_filename.replace("\\", "/")
+        for suffix, names in capture.items():
+            if filename.endswith(suffix):
+                qual = getattr(code, "co_qualname", code.co_name)
+                if qual in names:
+                    grab(frame, suffix, qual)
         for suffix, names in watch_calls.items():
             if filename.endswith(suffix):
                 qual = getattr(code, "co_qualname", code.co_name)
@@ -331,7 +357,7 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
     previous = _sys.getprofile()
     if watch_opens:
         _OPEN_WATCH.append(entry)
-    profiled = bool(watch_calls or c_names)
+    profiled = bool(watch_calls or c_names or capture)
     if profiled:
         _sys.setprofile(profile)
     try:
@@ -344,13 +370,21 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
         after = _rng_states()
         _restore_rng_states(callers)
     changed = tuple(n for n in RNG_NAMES if not _same_state(n, before[n], after[n]))
-    return Observation(value, changed, tuple(calls), tuple(opened), dict(c_calls))
+    return Observation(value, changed, tuple(calls), tuple(opened), dict(c_calls), tuple(captured))
+
+
+def _detached(x: Any) -> Any:
+    """A captured argument as data: tensors detached and copied, the rest as it is."""
+    if isinstance(x, torch.Tensor):
+        return torch.Tensor.detach(x).clone()
+    return x
 
 
 def observe_call(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
                  watch_calls: dict[str, list[str]] | None = None,
                  watch_opens: tuple[str, ...] | list[str] = (),
-                 watch_c_calls: tuple[str, ...] | list[str] = ()) -> Observation:
+                 watch_c_calls: tuple[str, ...] | list[str] = (),
+                 capture_args: dict[str, list[str]] | None = None) -> Observation:
     """Call a student's function once and report its side effects as an :class:`Observation`.
 
     * every global generator (torch's CPU generator, NumPy's legacy global one, Python's
@@ -364,7 +398,10 @@ def observe_call(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
     * ``watch_opens`` lists path substrings (e.g. ``"digits.csv"``): every file opened
       whose path contains one is recorded (through a Python audit hook);
     * ``watch_c_calls`` lists names of built-in functions and methods (``"softmax"``,
-      ``"randperm"``): how often each was called is counted, whichever module it came from.
+      ``"randperm"``): how often each was called is counted, whichever module it came from;
+    * ``capture_args`` maps a file-path suffix to function names whose arguments are
+      recorded at every call (e.g. ``{"authors/randlabels.py": ["MLP.forward"]}``: every
+      minibatch the student's loop feeds the authors' network).
 
     Under ``otter run`` ``fn`` is the student's own function and runs here; under
     ``reprokit grade`` it is a proxy and the same observation is made inside the sandbox
@@ -374,9 +411,11 @@ def observe_call(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
     from reprokit import sandbox
 
     spec = {"watch_calls": {k: list(v) for k, v in (watch_calls or {}).items()},
-            "watch_opens": list(watch_opens), "watch_c_calls": list(watch_c_calls)}
+            "watch_opens": list(watch_opens), "watch_c_calls": list(watch_c_calls),
+            "capture_args": {k: list(v) for k, v in (capture_args or {}).items()}}
     if isinstance(fn, sandbox.RemoteFunction):
         out = fn._session.observe(fn._path, tuple(args), dict(kwargs or {}), spec)
         return Observation(out["value"], tuple(out["rng_changed"]), tuple(out["calls"]),
-                           tuple(out["opened"]), dict(out.get("c_calls") or {}))
+                           tuple(out["opened"]), dict(out.get("c_calls") or {}),
+                           tuple(out.get("captured") or ()))
     return observe_here(fn, tuple(args), kwargs, **spec)
