@@ -45,6 +45,18 @@ def calls_helper(n):
 def softmaxes(n):
     return torch.ones(n).softmax(0).sum().item() + torch.softmax(torch.ones(n), 0).sum().item()
 
+class Net(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+def feeds(n):
+    net = Net()
+    for batch in torch.arange(n, dtype=torch.float32).split(2):
+        net(batch)
+    with torch.no_grad():
+        net.eval()(torch.zeros(1))
+    return n
+
 def opens_file(path):
     with open(path) as f:
         return f.read()
@@ -81,6 +93,12 @@ def test_observe_call_records_watched_calls_however_the_function_was_reached():
 def test_observe_call_counts_builtin_calls_by_name():
     obs = observe_call(_namespace()["softmaxes"], (4,), watch_c_calls=["softmax", "randperm"])
     assert obs.c_calls == {"softmax": 2}
+
+
+def test_observe_call_captures_the_arguments_of_every_call_of_a_watched_function():
+    obs = observe_call(_namespace()["feeds"], (5,), capture_args={"student_cell.py": ["Net.forward"]})
+    assert [c["args"]["x"].tolist() for c in obs.captured] == [[0, 1], [2, 3], [4], [0]]
+    assert [(c["training"], c["grad"]) for c in obs.captured] == [(True, True)] * 3 + [(False, False)]
 
 
 def test_observe_call_records_watched_files_opened(tmp_path: Path):
@@ -131,6 +149,12 @@ def test_observe_call_in_the_sandbox_sees_what_the_same_call_does_here(zygote, n
     assert there.c_calls == here.c_calls
     if name == "clean":
         assert plain(there.value).tolist() == plain(here.value).tolist()
+    spec = {"capture_args": {"": ["Net.forward"]}}  # "": whatever file IPython names the cell
+    with zygote.session(30) as s:
+        remote = observe_call(s.lookup(["feeds"])["feeds"], (5,), **spec).captured
+    local = observe_call(_namespace()["feeds"], (5,), **spec).captured
+    assert [(c["args"]["x"].tolist(), c["training"], c["grad"]) for c in remote] == \
+        [(c["args"]["x"].tolist(), c["training"], c["grad"]) for c in local]
     # the grader's own generators were never touched by the remote call
     state = torch.get_rng_state()
     with zygote.session(30) as s:
