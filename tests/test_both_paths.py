@@ -34,8 +34,6 @@ OTTER_SUBSET = {
     ("02-retrain", "correct_comprehension"), ("02-retrain", "invented_rows"),
 }
 
-pytestmark = pytest.mark.slow
-
 
 def _submissions() -> list[tuple[str, str]]:
     return sorted((p.parent.name, p.stem) for p in CORPUS.glob("*/*.py"))
@@ -91,6 +89,19 @@ def test_corpus_has_five_submissions_per_level_of_each_kind_needed() -> None:
         assert "correct" in kinds and "mistake" in kinds, f"{level}: {kinds}"
 
 
+@pytest.mark.parametrize(("level", "name"), _submissions())
+def test_every_corpus_edit_applies_once_to_the_current_solution(level: str, name: str, built,
+                                                                 tmp_path: Path) -> None:
+    """Quick: the masters and the corpus have not drifted apart (about 3 s per level)."""
+    spec = runpy.run_path(str(CORPUS / level / f"{name}.py"))
+    assert spec["KIND"] in ("correct", "partial", "mistake")
+    _, solution = built(level)
+    out = make_submission(solution, spec["EDITS"], tmp_path / f"{level}.ipynb")
+    assert nbformat.read(out, as_version=4) != nbformat.read(solution, as_version=4)
+    assert set(spec["EXPECTED"]) <= {"q1", "q2", "q3", "q4", "q5"}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("level", "name"), _submissions())
 def test_submission_scores_the_same_on_both_paths_and_as_set_by_hand(
         level: str, name: str, built, tmp_path: Path) -> None:
