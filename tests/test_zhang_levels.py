@@ -75,3 +75,25 @@ def test_bundled_paper_builds_six_zips_behind_a_green_qa_gate(tmp_path: Path) ->
         assert 0 < r.zip_bytes < 20 * 2**20, f"{r.level}: {r.zip_bytes} bytes"
         zips = list((tmp_path / "dist" / PAPER.name / r.level).glob("*-autograder.zip"))
         assert len(zips) == 1 and zips[0].stat().st_size == r.zip_bytes, r.level
+
+
+MY_MANUAL_LEVELS = ["01-rerun", "02-retrain", "03-search", "06-mechanism"]
+
+
+@pytest.mark.parametrize("level", MY_MANUAL_LEVELS)
+def test_solutions_notebook_holds_a_model_answer_for_each_hand_graded_question(
+        level: str, tmp_path: Path) -> None:
+    """A TA grading by hand finds the model answer in the solutions notebook, and the
+    student notebook does not hold it."""
+    import nbformat
+
+    _, solution, student = _assign(level, tmp_path / "build")
+    master = nbformat.read(PAPER / f"{level}.ipynb", as_version=4)
+    manual = sum("manual: true" in c.source for c in master.cells
+                 if c.cell_type == "raw" and c.source.startswith("# BEGIN QUESTION"))
+    assert manual >= 1
+    marker = "**Model answer (for graders"
+    answers = [c for c in nbformat.read(solution, as_version=4).cells
+               if c.cell_type == "markdown" and c.source.startswith(marker)]
+    assert len(answers) == manual and all(len(c.source) > 200 for c in answers), level
+    assert not any(marker in c.source for c in nbformat.read(student, as_version=4).cells)

@@ -27,7 +27,10 @@ only receives a proxy that calls back for each attribute read.
 
 from __future__ import annotations
 
+import random as _random
+import sys as _sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -187,3 +190,232 @@ class RecordingSplits:
         raise AssertionError(
             f"your search read the {split} split (via {', '.join(hows)}) — {advice}"
         )
+
+
+# ----------------------------------------------------------------------------- side effects
+#
+# What a student's function did besides returning a value: did it move a global random
+# generator, call a function it was asked not to use (the authors' training loop in a
+# re-implementation, a data loader inside a search), or open a data file? The answer must
+# be the same under ``otter run`` (the function runs in this process) and under
+# ``reprokit grade`` (it runs in a sandbox session, another process): so the observation is
+# always made in the process where the function runs. In the sandbox the grader sends an
+# ``observe`` request and the session runs :func:`observe_here` around the call.
+#
+# This is a fairness check, not a security boundary: the observer runs next to the
+# student's code, which could switch it off on purpose (``sys.setprofile(None)``, patching
+# this module in its own process). Graded tests pair it with checks of the results.
+
+__all__ += ["Observation", "observe_call", "observe_here", "RNG_NAMES"]
+
+#: the global generators whose state :func:`observe_call` compares before and after
+RNG_NAMES: tuple[str, ...] = ("torch", "numpy", "random")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one call of a student's function did.
+
+    ``value`` is what it returned; ``rng_changed`` the global generators (of
+    :data:`RNG_NAMES`) whose state differs after the call; ``calls`` every watched
+    function it called, as ``"file:qualname"`` (first call of each, in order);
+    ``opened`` every watched file it opened; ``c_calls`` how often each watched built-in
+    (C) function or method was called, by name (``{"softmax": 2, "randperm": 3}``);
+    ``captured`` one dict per call of a function in ``capture_args``, in order:
+    ``{"function": "file:qualname", "args": {name: value}, "training": bool or None,
+    "grad": bool}`` (the arguments as passed, ``self`` left out; ``training`` is
+    ``self.training`` for a module's method; ``grad`` whether autograd was on).
+    """
+
+    value: Any
+    rng_changed: tuple[str, ...] = ()
+    calls: tuple[str, ...] = field(default_factory=tuple)
+    opened: tuple[str, ...] = field(default_factory=tuple)
+    c_calls: dict[str, int] = field(default_factory=dict)
+    captured: tuple[dict, ...] = field(default_factory=tuple)
+
+
+def _rng_states() -> dict[str, Any]:
+    import numpy as np
+
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state().clone(),
+            "numpy": (np_state[0], np_state[1].copy(), *np_state[2:]),
+            "random": _random.getstate()}
+
+
+def _same_state(name: str, a: Any, b: Any) -> bool:
+    if name == "torch":
+        return bool(torch.equal(a, b))
+    if name == "numpy":
+        import numpy as np
+
+        return a[0] == b[0] and bool(np.array_equal(a[1], b[1])) and tuple(a[2:]) == tuple(b[2:])
+    return a == b
+
+
+_SENTINEL_SEED = 0x5EED0B5  # an unusual seed: a student's own seed is unlikely to match it
+
+
+def _set_rng_states(seed: int) -> None:
+    import numpy as np
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    _random.seed(seed)
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    _random.setstate(states["random"])
+
+
+_OPEN_WATCH: list[list] = []  # stack of [substrings, seen] for the audit hook
+
+
+def _audit_open(event: str, args: tuple) -> None:
+    if event != "open" or not _OPEN_WATCH:
+        return
+    path = args[0] if args else None
+    if isinstance(path, bytes):
+        path = path.decode(errors="replace")
+    if not isinstance(path, str):
+        return
+    for watch, seen in _OPEN_WATCH:
+        if any(w in path for w in watch) and path not in seen:
+            seen.append(path)
+
+
+_HOOKED = False
+
+
+def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
+                 watch_calls: dict[str, list[str]] | None = None,
+                 watch_opens: tuple[str, ...] | list[str] = (),
+                 watch_c_calls: tuple[str, ...] | list[str] = (),
+                 capture_args: dict[str, list[str]] | None = None) -> Observation:
+    """Call ``fn(*args, **kwargs)`` in this process and observe it (see :func:`observe_call`).
+
+    Exceptions from ``fn`` propagate unchanged, after the observers are removed.
+    """
+    global _HOOKED
+    watch_calls = {k.replace("\\", "/"): set(v) for k, v in (watch_calls or {}).items()}
+    calls: list[str] = []
+    c_names = frozenset(watch_c_calls)
+    c_calls: dict[str, int] = {}
+    capture = {k.replace("\\", "/"): set(v) for k, v in (capture_args or {}).items()}
+    captured: list[dict] = []
+
+    def grab(frame: Any, suffix: str, qual: str) -> None:
+        code = frame.f_code
+        local = frame.f_locals
+        names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+        owner = local.get("self")
+        training = getattr(owner, "training", None) if owner is not None else None
+        captured.append({
+            "function": f"{suffix}:{qual}",
+            "args": {n: _detached(local[n]) for n in names if n != "self" and n in local},
+            "training": training if type(training) is bool else None,
+            "grad": bool(torch.is_grad_enabled()),
+        })
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call":
+            name = getattr(arg, "__name__", None)
+            if name in c_names:
+                c_calls[name] = c_calls.get(name, 0) + 1
+            return
+        if event != "call":
+            return
+        code = frame.f_code
+        filename = code.co_filename.replace("\\", "/")
+        for suffix, names in capture.items():
+            if filename.endswith(suffix):
+                qual = getattr(code, "co_qualname", code.co_name)
+                if qual in names:
+                    grab(frame, suffix, qual)
+        for suffix, names in watch_calls.items():
+            if filename.endswith(suffix):
+                qual = getattr(code, "co_qualname", code.co_name)
+                if ("*" in names or qual in names) and f"{suffix}:{qual}" not in calls:
+                    calls.append(f"{suffix}:{qual}")
+
+    opened: list[str] = []
+    if watch_opens and not _HOOKED:
+        _sys.addaudithook(_audit_open)  # once per process; inert while nothing is watched
+        _HOOKED = True
+    entry = [tuple(watch_opens), opened]
+    # Start every generator from one fixed state (and give the caller's back afterwards): a
+    # call that re-seeds to the state it found would otherwise look untouched, and both
+    # grading paths see the same starting state whatever ran before.
+    callers = _rng_states()
+    _set_rng_states(_SENTINEL_SEED)
+    before = _rng_states()
+    previous = _sys.getprofile()
+    if watch_opens:
+        _OPEN_WATCH.append(entry)
+    profiled = bool(watch_calls or c_names or capture)
+    if profiled:
+        _sys.setprofile(profile)
+    try:
+        value = fn(*args, **(kwargs or {}))
+    finally:
+        if profiled:
+            _sys.setprofile(previous)
+        if watch_opens and entry in _OPEN_WATCH:
+            _OPEN_WATCH.remove(entry)
+        after = _rng_states()
+        _restore_rng_states(callers)
+    changed = tuple(n for n in RNG_NAMES if not _same_state(n, before[n], after[n]))
+    return Observation(value, changed, tuple(calls), tuple(opened), dict(c_calls), tuple(captured))
+
+
+def _detached(x: Any) -> Any:
+    """A captured argument as data: tensors detached and copied, the rest as it is."""
+    if isinstance(x, torch.Tensor):
+        return torch.Tensor.detach(x).clone()
+    return x
+
+
+def observe_call(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
+                 watch_calls: dict[str, list[str]] | None = None,
+                 watch_opens: tuple[str, ...] | list[str] = (),
+                 watch_c_calls: tuple[str, ...] | list[str] = (),
+                 capture_args: dict[str, list[str]] | None = None) -> Observation:
+    """Call a student's function once and report its side effects as an :class:`Observation`.
+
+    * every global generator (torch's CPU generator, NumPy's legacy global one, Python's
+      ``random``) is set to one fixed state before the call and compared with it after;
+      the caller's states are restored afterwards, so the grader never sees the call's
+      draws;
+    * ``watch_calls`` maps a file-path suffix to function names (``"*"`` for all), e.g.
+      ``{"authors/randlabels.py": ["train", "corrupt_labels"]}``: every call of a function
+      defined there, however the student reached it (``randlabels.train``, a
+      ``from ... import``, an alias), is recorded;
+    * ``watch_opens`` lists path substrings (e.g. ``"digits.csv"``): every file opened
+      whose path contains one is recorded (through a Python audit hook);
+    * ``watch_c_calls`` lists names of built-in functions and methods (``"softmax"``,
+      ``"randperm"``): how often each was called is counted, whichever module it came from;
+    * ``capture_args`` maps a file-path suffix to function names whose arguments are
+      recorded at every call (e.g. ``{"authors/randlabels.py": ["MLP.forward"]}``: every
+      minibatch the student's loop feeds the authors' network).
+
+    Under ``otter run`` ``fn`` is the student's own function and runs here; under
+    ``reprokit grade`` it is a proxy and the same observation is made inside the sandbox
+    session that runs it, so both paths give the same answer. Exceptions from the
+    student's function propagate (in the sandbox as ``StudentError``).
+    """
+    from reprokit import sandbox
+
+    spec = {"watch_calls": {k: list(v) for k, v in (watch_calls or {}).items()},
+            "watch_opens": list(watch_opens), "watch_c_calls": list(watch_c_calls),
+            "capture_args": {k: list(v) for k, v in (capture_args or {}).items()}}
+    if isinstance(fn, sandbox.RemoteFunction):
+        out = fn._session.observe(fn._path, tuple(args), dict(kwargs or {}), spec)
+        return Observation(out["value"], tuple(out["rng_changed"]), tuple(out["calls"]),
+                           tuple(out["opened"]), dict(out.get("c_calls") or {}),
+                           tuple(out.get("captured") or ()))
+    return observe_here(fn, tuple(args), kwargs, **spec)

@@ -15,6 +15,7 @@ These helpers behave the same whether the value is the student's real object (un
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ __all__ = [
     "as_str",
     "as_array",
     "as_state_dict",
+    "as_choice",
+    "short_repr",
 ]
 
 _SCALARS = (bool, int, float, str, type(None))
@@ -110,6 +113,9 @@ def plain(x: Any, what: str = "value", _depth: int = 0) -> Any:
                 raise UntrustedValue(f"{what}: dict key {k!r} is not a str or int")
             out[str.__str__(k) if type(k) is str else int(k)] = plain(v, f"{what}[{k!r}]", _depth + 1)
         return out
+    if x is Ellipsis:
+        raise UntrustedValue(f"{what}: got `...` (is the answer still `...`? replace it with "
+                             "your own value)")
     if t.__module__ == "reprokit.wire" and t.__qualname__ == "Opaque":
         raise UntrustedValue(f"{what}: {object.__getattribute__(x, '_type')} values cannot be "
                              "graded (is the answer still `...`?); use numbers, strings, lists, "
@@ -187,3 +193,43 @@ def as_state_dict(x: Any, what: str = "state_dict") -> dict[str, np.ndarray]:
     if type(v) is not dict or not all(type(k) is str and type(a) is np.ndarray for k, a in v.items()):
         raise UntrustedValue(f"{what}: expected a dict of parameter names to tensors")
     return v
+
+
+def short_repr(x: Any, limit: int = 200) -> str:
+    """``repr(x)`` cut to about ``limit`` characters without losing a string's closing quote.
+
+    ``f"{x!r:.20}"`` cuts a repr in the middle and drops the closing quote (``got 'B``);
+    this cuts the value first (a string's text, a list's items) and marks the cut with ``...``.
+    """
+    if type(x) is str and len(x) > limit:
+        return repr(x[:limit]) + "..."
+    text = repr(x)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+_CHOICE = re.compile(r"""^[\s'"`(\[{]*(?:option\s+|answer\s*:?\s*)?([A-Za-z])[\s'"`)\]}.:]*$""",
+                     re.IGNORECASE)
+
+
+def as_choice(x: Any, what: str = "answer", options: str | tuple[str, ...] = "abcd") -> str:
+    """A multiple-choice answer as one lower-case letter from ``options``.
+
+    Case, surrounding blanks, quotes and brackets do not matter: ``"b"``, ``"B"``,
+    ``" b "``, ``"(b)"``, ``"b)"``, ``"'b'"``, ``"[B]"``, ``"b."`` all read as ``"b"``.
+    Anything else (a number, a list, ``...``, two letters, a letter not offered) raises
+    :class:`UntrustedValue` whose message names the options and what was given.
+    """
+    letters = tuple(o.lower() for o in options)
+    listed = ", ".join(f'"{o}"' for o in letters[:-1]) + f' or "{letters[-1]}"' if len(letters) > 1 \
+        else f'"{letters[0]}"'
+    if x is Ellipsis:
+        raise UntrustedValue(f"{what}: got `...` (is the answer still `...`? set it to {listed})")
+    v = plain(x, what)
+    if type(v) is not str:
+        raise UntrustedValue(f"{what} should be one letter, {listed}; got {type(v).__name__} "
+                             f"{short_repr(v, 60)}")
+    m = _CHOICE.match(v)
+    letter = m.group(1).lower() if m else None
+    if letter not in letters:
+        raise UntrustedValue(f"{what} should be one letter, {listed}; got {short_repr(v, 60)}")
+    return letter

@@ -747,6 +747,19 @@ class Session:
                                f"\n{msg.get('traceback', '')}".rstrip())
         raise ProtocolViolation(f"bad answer while running {what}")
 
+    def observe(self, path: str, args: tuple, kwargs: dict, spec: dict) -> dict:
+        """Call a student function and observe its side effects in the session (see
+        :func:`reprokit.audit.observe_call`); the answer is plain data."""
+        msg = self._request({
+            "op": "observe", "path": path, "spec": spec,
+            "args": [self._encode_arg(a, f"argument {i}") for i, a in enumerate(args)],
+            "kwargs": {k: self._encode_arg(v, k) for k, v in kwargs.items()},
+        }, f"running {path}()")
+        out = self._result(msg, path)
+        if type(out) is not dict or not {"value", "rng_changed", "calls", "opened"} <= set(out):
+            raise ProtocolViolation("bad answer to an observed call")
+        return out
+
     def run_tests_against(self, tests: dict[str, str], code: bytes, timeout_s: float) -> dict:
         """Run the student's test functions (name -> path) against one compiled implementation
         (:func:`reprokit.bughunt.compile_implementation`), in a fresh fork of this session.
@@ -1370,6 +1383,20 @@ def _serve_session(conn: socket.socket, ns: dict) -> None:  # pragma: no cover
                 args = [wire.decode(a, resolve=resolve) for a in msg["args"]]
                 kwargs = {k: wire.decode(v, resolve=resolve) for k, v in msg["kwargs"].items()}
                 value = fn(*args, **kwargs)
+            elif op == "observe":  # reprokit.audit.observe_call: side effects seen here
+                from reprokit.audit import observe_here
+
+                fn = _resolve(ns, msg["path"])
+                args = [wire.decode(a, resolve=resolve) for a in msg["args"]]
+                kwargs = {k: wire.decode(v, resolve=resolve) for k, v in msg["kwargs"].items()}
+                spec = msg.get("spec") or {}
+                obs = observe_here(fn, tuple(args), kwargs, watch_calls=spec.get("watch_calls"),
+                                   watch_opens=spec.get("watch_opens") or (),
+                                   watch_c_calls=spec.get("watch_c_calls") or (),
+                                   capture_args=spec.get("capture_args"))
+                value = {"value": obs.value, "rng_changed": list(obs.rng_changed),
+                         "calls": list(obs.calls), "opened": list(obs.opened),
+                         "c_calls": obs.c_calls, "captured": list(obs.captured)}
             elif op == "bughunt":
                 value = _isolated_bughunt(ns, msg, conn)
             else:

@@ -1,0 +1,127 @@
+"""Both grading paths agree on a corpus of student-like submissions (Zhang levels).
+
+Each submission in ``tests/fixtures/corpus/<level>/<name>.py`` is the level's reference
+solution with a few code edits (see the corpus README). It is graded through reprokit's
+engine (:func:`reprokit.grading.grade`: the student's code in a sandbox process, the tests
+in the grader) and through Otter's own ``otter run`` (everything in one kernel). Every
+question must get the same score on both paths and the score set by hand before grading;
+correct-but-different submissions must earn full marks and typical mistakes less.
+
+Cost (measured on 2 loaded cores): one submission takes about 35-80 s per path, so the
+whole corpus takes tens of minutes. The default run grades every submission through
+``reprokit grade`` and a representative subset (``OTTER_SUBSET``: one correct and one
+mistake per level) through ``otter run`` too; ``REPROKIT_CORPUS_ALL_OTTER=1`` grades every
+submission through both paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "assignments" / "zhang2017-random-labels"
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
+OTTER_SUBSET = {
+    ("05-reimplement", "correct_dataloader"), ("05-reimplement", "wraps_the_authors"),
+    ("03-search", "correct_other_spelling"), ("03-search", "tunes_on_rebuilt_test_split"),
+    ("02-retrain", "correct_comprehension"), ("02-retrain", "invented_rows"),
+}
+
+
+def _submissions() -> list[tuple[str, str]]:
+    return sorted((p.parent.name, p.stem) for p in CORPUS.glob("*/*.py"))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Per level: the autograder zip and the reference solution, from ``otter assign``."""
+    cache: dict = {}
+
+    def get(level: str) -> tuple[Path, Path]:
+        if level not in cache:
+            out = tmp_path_factory.mktemp(level)
+            subprocess.run(["otter", "assign", str(PAPER / f"{level}.ipynb"), str(out),
+                            "--no-run-tests"], check=True, capture_output=True, text=True)
+            (zip_path,) = (out / "autograder").glob("*-autograder_*.zip")
+            cache[level] = (zip_path, out / "autograder" / f"{level}.ipynb")
+        return cache[level]
+
+    return get
+
+
+def make_submission(solution: Path, edits: list[tuple[str, str]], dest: Path) -> Path:
+    """The solution notebook with each ``(old, new)`` edit applied to exactly one code cell."""
+    nb = nbformat.read(solution, as_version=4)
+    for old, new in edits:
+        cells = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
+        assert len(cells) == 1, f"edit target found in {len(cells)} code cells: {old[:80]!r}"
+        assert cells[0].source.count(old) == 1, f"edit target occurs twice: {old[:80]!r}"
+        cells[0].source = cells[0].source.replace(old, new)
+    nbformat.write(nb, dest)
+    return dest
+
+
+def _otter_scores(notebook: Path, zip_path: Path, out: Path) -> dict[str, float]:
+    out.mkdir()
+    proc = subprocess.run(["otter", "run", str(notebook), "-a", str(zip_path), "-o", str(out),
+                           "--no-logo"], capture_output=True, text=True, timeout=1200)
+    results = out / "results.json"
+    assert results.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    tests = json.loads(results.read_text())["tests"]
+    return {t["name"]: float(t.get("score") or 0.0) for t in tests if t.get("max_score")}
+
+
+def test_corpus_has_five_submissions_per_level_of_each_kind_needed() -> None:
+    by_level: dict[str, list[str]] = {}
+    for level, name in _submissions():
+        by_level.setdefault(level, []).append(
+            runpy.run_path(str(CORPUS / level / f"{name}.py"))["KIND"])
+    for level in ("02-retrain", "03-search", "05-reimplement"):
+        kinds = by_level.get(level, [])
+        assert len(kinds) >= 5, f"{level}: {len(kinds)} submissions"
+        assert "correct" in kinds and "mistake" in kinds, f"{level}: {kinds}"
+
+
+@pytest.mark.parametrize(("level", "name"), _submissions())
+def test_every_corpus_edit_applies_once_to_the_current_solution(level: str, name: str, built,
+                                                                 tmp_path: Path) -> None:
+    """Quick: the masters and the corpus have not drifted apart (about 3 s per level)."""
+    spec = runpy.run_path(str(CORPUS / level / f"{name}.py"))
+    assert spec["KIND"] in ("correct", "partial", "mistake")
+    _, solution = built(level)
+    out = make_submission(solution, spec["EDITS"], tmp_path / f"{level}.ipynb")
+    assert nbformat.read(out, as_version=4) != nbformat.read(solution, as_version=4)
+    assert set(spec["EXPECTED"]) <= {"q1", "q2", "q3", "q4", "q5"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("level", "name"), _submissions())
+def test_submission_scores_the_same_on_both_paths_and_as_set_by_hand(
+        level: str, name: str, built, tmp_path: Path) -> None:
+    from reprokit.grading import grade
+
+    spec = runpy.run_path(str(CORPUS / level / f"{name}.py"))
+    zip_path, solution = built(level)
+    notebook = make_submission(solution, spec["EDITS"], tmp_path / f"{level}.ipynb")
+
+    result = grade(notebook, zip_path, timeout_s=1800)
+    assert result.status == "graded", result.message
+    ours = {q.name: q.score for q in result.questions.values()}
+    possible = {q.name: q.possible for q in result.questions.values()}
+    detail = {q.name: q.output[-600:] for q in result.questions.values() if q.score < q.possible}
+    assert ours == pytest.approx(spec["EXPECTED"]), f"reprokit grade: {ours}\n{detail}"
+    if spec["KIND"] == "correct":
+        assert ours == pytest.approx(possible), detail
+    elif spec["KIND"] == "mistake":
+        assert sum(ours.values()) < sum(possible.values())
+
+    if (level, name) in OTTER_SUBSET or os.environ.get("REPROKIT_CORPUS_ALL_OTTER") == "1":
+        theirs = _otter_scores(notebook, zip_path, tmp_path / "otter")
+        assert theirs == pytest.approx(ours), f"otter run {theirs} != reprokit grade {ours}"

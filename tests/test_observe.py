@@ -1,0 +1,192 @@
+"""A student function's side effects, seen the same way in this process and in the sandbox;
+multiple-choice answers read the same way at every level."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from reprokit import sandbox
+from reprokit.audit import observe_call
+from reprokit.plain import UntrustedValue, as_choice, plain, short_repr
+
+NOTEBOOK = '''
+import random
+import numpy as np
+import torch
+
+def clean(n):
+    g = torch.Generator().manual_seed(n)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(n)
+        torch.rand(3)
+    return torch.randperm(n, generator=g)
+
+def moves_torch(n):
+    torch.manual_seed(n)
+    return torch.randperm(n)
+
+def moves_numpy(n):
+    return float(np.random.rand())
+
+def moves_random(n):
+    return random.random()
+
+def _helper(x):
+    return x + 1
+
+def calls_helper(n):
+    return _helper(n)
+
+def softmaxes(n):
+    return torch.ones(n).softmax(0).sum().item() + torch.softmax(torch.ones(n), 0).sum().item()
+
+class Net(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+def feeds(n):
+    net = Net()
+    for batch in torch.arange(n, dtype=torch.float32).split(2):
+        net(batch)
+    with torch.no_grad():
+        net.eval()(torch.zeros(1))
+    return n
+
+def opens_file(path):
+    with open(path) as f:
+        return f.read()
+'''
+
+
+def _namespace() -> dict:
+    ns: dict = {}
+    exec(compile(NOTEBOOK, "/work/notebook/student_cell.py", "exec"), ns)  # noqa: S102
+    return ns
+
+
+CASES = [
+    ("clean", (5,), {}, ()),
+    ("moves_torch", (5,), {}, ("torch",)),
+    ("moves_numpy", (5,), {}, ("numpy",)),
+    ("moves_random", (5,), {}, ("random",)),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "kwargs", "changed"), CASES)
+def test_observe_call_names_the_global_generators_a_function_moved(name, args, kwargs, changed):
+    obs = observe_call(_namespace()[name], args, kwargs)
+    assert obs.rng_changed == changed
+
+
+def test_observe_call_records_watched_calls_however_the_function_was_reached():
+    ns = _namespace()
+    obs = observe_call(ns["calls_helper"], (1,), watch_calls={"student_cell.py": ["_helper"]})
+    assert obs.value == 2 and obs.calls == ("student_cell.py:_helper",)
+    assert observe_call(ns["clean"], (3,), watch_calls={"student_cell.py": ["_helper"]}).calls == ()
+
+
+def test_observe_call_counts_builtin_calls_by_name():
+    obs = observe_call(_namespace()["softmaxes"], (4,), watch_c_calls=["softmax", "randperm"])
+    assert obs.c_calls == {"softmax": 2}
+
+
+def test_observe_call_captures_the_arguments_of_every_call_of_a_watched_function():
+    obs = observe_call(_namespace()["feeds"], (5,), capture_args={"student_cell.py": ["Net.forward"]})
+    assert [c["args"]["x"].tolist() for c in obs.captured] == [[0, 1], [2, 3], [4], [0]]
+    assert [(c["training"], c["grad"]) for c in obs.captured] == [(True, True)] * 3 + [(False, False)]
+
+
+def test_observe_call_records_watched_files_opened(tmp_path: Path):
+    data = tmp_path / "digits.csv"
+    data.write_text("1,2\n")
+    obs = observe_call(_namespace()["opens_file"], (str(data),), watch_opens=["digits.csv"])
+    assert obs.opened == (str(data),)
+    assert observe_call(_namespace()["opens_file"], (str(data),)).opened == ()
+
+
+def test_observe_call_lets_the_students_exception_through_and_removes_its_observers():
+    import sys
+
+    def boom():
+        raise ValueError("student bug")
+
+    before = sys.getprofile()
+    with pytest.raises(ValueError, match="student bug"):
+        observe_call(boom, watch_calls={"x.py": ["*"]})
+    assert sys.getprofile() is before
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    base = Path(tempfile.mkdtemp())
+    base.chmod(0o711)
+    work = base / "work"
+    work.mkdir()
+    with sandbox.sandbox_uid() as uid:
+        if uid is not None:
+            import os
+            os.chown(work, uid, uid)
+        z = sandbox.Zygote(work, [NOTEBOOK], uid=uid, seed=0, limits=sandbox.Limits(memory_mb=2048))
+        assert z.execute(60).errors == []
+        yield z
+        z.close()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize(("name", "args", "kwargs", "changed"), CASES)
+def test_observe_call_in_the_sandbox_sees_what_the_same_call_does_here(zygote, name, args,
+                                                                       kwargs, changed):
+    here = observe_call(_namespace()[name], args, kwargs, watch_c_calls=["randperm"])
+    with zygote.session(30) as s:
+        remote = s.lookup([name])[name]
+        there = observe_call(remote, args, kwargs, watch_c_calls=["randperm"])
+    assert there.rng_changed == here.rng_changed == changed
+    assert there.c_calls == here.c_calls
+    if name == "clean":
+        assert plain(there.value).tolist() == plain(here.value).tolist()
+    spec = {"capture_args": {"": ["Net.forward"]}}  # "": whatever file IPython names the cell
+    with zygote.session(30) as s:
+        remote = observe_call(s.lookup(["feeds"])["feeds"], (5,), **spec).captured
+    local = observe_call(_namespace()["feeds"], (5,), **spec).captured
+    assert [(c["args"]["x"].tolist(), c["training"], c["grad"]) for c in remote] == \
+        [(c["args"]["x"].tolist(), c["training"], c["grad"]) for c in local]
+    # the grader's own generators were never touched by the remote call
+    state = torch.get_rng_state()
+    with zygote.session(30) as s:
+        observe_call(s.lookup(["moves_torch"])["moves_torch"], (3,))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("answer", ["b", "B", " b ", "(b)", "b)", "'b'", '"B"', "[b]", "b.",
+                                    "Option B"])
+def test_as_choice_reads_a_letter_whatever_its_case_blanks_quotes_or_brackets(answer):
+    assert as_choice(answer, "q3_answer") == "b"
+
+
+@pytest.mark.parametrize("answer", ["e", "bc", "", "the answer is b", 2, None, ["b"]])
+def test_as_choice_refuses_anything_but_one_offered_letter_and_names_the_options(answer):
+    with pytest.raises(UntrustedValue, match='"a", "b", "c" or "d"'):
+        as_choice(answer, "q3_answer")
+
+
+def test_a_placeholder_answer_is_named_as_such_not_as_a_python_type():
+    with pytest.raises(UntrustedValue, match=r"is the answer still `\.\.\.`\?"):
+        as_choice(..., "q3_answer")
+    with pytest.raises(UntrustedValue, match=r"is the answer still `\.\.\.`\?") as info:
+        plain(..., "results")
+    assert "ellipsis" not in str(info.value)
+
+
+def test_short_repr_keeps_the_closing_quote():
+    text = short_repr("B" * 500, limit=20)
+    assert text.startswith("'BBB") and "'" in text[1:] and text.endswith("...")
+    assert short_repr("B") == "'B'"
+    assert as_choice("B", "q") == "b"
+    with pytest.raises(UntrustedValue) as info:
+        as_choice("Bz", "q")
+    assert str(info.value).endswith("got 'Bz'")
