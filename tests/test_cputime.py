@@ -4,10 +4,8 @@ oversubscribe its cores, and that does not change the Zhang numbers."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from zygotes import scratch_zygote
 
 from reprokit import cputime, sandbox
 
@@ -57,20 +56,7 @@ def test_meter_counts_a_process_trees_cpu_not_its_sleep(cgroup: bool, monkeypatc
         meter.close()
 
 
-@contextmanager
-def zygote(cells: list[str]) -> Iterator[sandbox.Zygote]:
-    base = Path(tempfile.mkdtemp())
-    base.chmod(0o711)
-    work = base / "work"
-    work.mkdir()
-    with sandbox.sandbox_uid() as uid:
-        if uid is not None:
-            os.chown(work, uid, uid)
-        z = sandbox.Zygote(work, cells, uid=uid, seed=0, limits=sandbox.Limits(memory_mb=2048))
-        try:
-            yield z
-        finally:
-            z.close()
+zygote = scratch_zygote
 
 
 def test_a_sleeping_notebook_is_stopped_by_the_wall_clock_net_and_told_so() -> None:

@@ -3,14 +3,12 @@ multiple-choice answers read the same way at every level."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from zygotes import scratch_zygote
 
-from reprokit import sandbox
 from reprokit.audit import observe_call
 from reprokit.plain import UntrustedValue, as_choice, plain, short_repr
 
@@ -123,19 +121,9 @@ def test_observe_call_lets_the_students_exception_through_and_removes_its_observ
 
 @pytest.fixture(scope="module")
 def zygote():
-    base = Path(tempfile.mkdtemp())
-    base.chmod(0o711)
-    work = base / "work"
-    work.mkdir()
-    with sandbox.sandbox_uid() as uid:
-        if uid is not None:
-            import os
-            os.chown(work, uid, uid)
-        z = sandbox.Zygote(work, [NOTEBOOK], uid=uid, seed=0, limits=sandbox.Limits(memory_mb=2048))
+    with scratch_zygote([NOTEBOOK]) as z:
         assert z.execute(60).errors == []
         yield z
-        z.close()
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.parametrize(("name", "args", "kwargs", "changed"), CASES)

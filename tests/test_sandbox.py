@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from zygotes import scratch_zygote
 
 from reprokit import sandbox, wire
 from reprokit.audit import RecordingSplits
@@ -68,19 +67,10 @@ CELLS = [
 
 @pytest.fixture(scope="module")
 def zygote():
-    base = Path(tempfile.mkdtemp())
-    base.chmod(0o711)
-    work = base / "work"
-    work.mkdir()
-    with sandbox.sandbox_uid() as uid:
-        if uid is not None:
-            os.chown(work, uid, uid)
-        z = sandbox.Zygote(work, CELLS, uid=uid, seed=0, limits=sandbox.Limits(memory_mb=2048))
+    with scratch_zygote(CELLS) as z:
         report = z.execute(60)
         assert report.errors == []
         yield z
-        z.close()
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_each_session_starts_from_the_executed_notebook(zygote: sandbox.Zygote) -> None:

@@ -646,6 +646,24 @@ def _batch_mismatch(
     return None
 
 
+def _permutation_witness(broken: Callable[[torch.Tensor], Any], p: torch.Tensor, n: int
+                         ) -> tuple[Any, torch.Tensor] | None:
+    """None when permuting by ``p`` breaks nothing; otherwise what ``broken`` found and the
+    permutation to show: a single transposition of two of the first 8 positions when one
+    breaks it too (the smallest witness), else ``p``."""
+    found = broken(p)
+    if found is None:
+        return None
+    for i in range(min(n, 8)):
+        for j in range(i + 1, min(n, 8)):
+            q = torch.arange(n)
+            q[i], q[j] = j, i
+            swap = broken(q)
+            if swap is not None:
+                return swap, q
+    return found, p
+
+
 @_check
 def check_permutation_equivariance(
     fn: Fn,
@@ -686,21 +704,10 @@ def check_permutation_equivariance(
     with _preserved(fn, train_mode):
         with _seeded(seed):
             base = _outputs(fn, x)
-        found = broken(p)
-        if found is None:
+        witness = _permutation_witness(broken, p, n)
+        if witness is None:
             return
-        shown = p
-        for i in range(min(n, 8)):  # a single transposition is the smallest witness
-            for j in range(i + 1, min(n, 8)):
-                q = torch.arange(n)
-                q[i], q[j] = j, i
-                swap = broken(q)
-                if swap is not None:
-                    found, shown = swap, q
-                    break
-            else:
-                continue
-            break
+        found, shown = witness
     path, mm = found
     pos = mm.index[out_dim]
     raise InvariantError(
@@ -755,21 +762,10 @@ def check_permutation_invariance(
     with _preserved(fn, train_mode):
         with _seeded(seed):
             base = _outputs(fn, x)
-        found = broken(p)
-        if found is None:
+        witness = _permutation_witness(broken, p, n)
+        if witness is None:
             return
-        shown = p
-        for i in range(min(n, 8)):  # a single transposition is the smallest witness
-            for j in range(i + 1, min(n, 8)):
-                q = torch.arange(n)
-                q[i], q[j] = j, i
-                swap = broken(q)
-                if swap is not None:
-                    found, shown = swap, q
-                    break
-            else:
-                continue
-            break
+        found, shown = witness
     path, mm = found
     moved = [k for k in range(n) if int(shown[k]) != k]
     what = (f"swapping positions {moved[0]} and {moved[1]}" if len(moved) == 2
