@@ -14,7 +14,7 @@ caught earns credit.
   :func:`load_compiled` runs it in the process that runs the tests. Behaviour is all a
   test can tell apart (see docs/security.md, "Level 4").
 * :func:`run_tests_against` calls each test with reprokit's fixtures, seeded, under a
-  wall-clock limit, and returns plain outcomes.
+  CPU-time limit (with a wall-clock net), and returns plain outcomes.
 * :func:`hunt` runs the tests against every wheat and chaff, each in its own forked
   process with fresh folders (:func:`enter_fresh_run`), in an order drawn per submission
   (:func:`draw_order`), and returns a :class:`HuntReport` (``score``, ``summary``).
@@ -736,7 +736,7 @@ def run_tests_against(tests: Mapping[str, Callable[..., Any]], implementation: t
     keeps it; any other name is an ``error`` outcome. Each test runs inside
     ``reprokit.seeding.seeded(0)`` (every RNG restored afterwards), with hypothesis's
     derandomized ``reprokit-grading`` profile if hypothesis is loaded, and is stopped
-    after ``timeout_s`` seconds of wall-clock time (in the main thread). Output the
+    after ``timeout_s`` CPU-seconds, or ten times that in wall time (in the main thread). Output the
     tests print is discarded. Outcomes: ``passed``, ``failed`` (an AssertionError and
     its message), ``error`` (any other exception: type and message) or ``timeout``.
     """
