@@ -38,3 +38,7 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="reprokit")
 def main() -> None:
     """Published ML results as autograded reproducibility assignments."""
+
+
+if __name__ == "__main__":
+    main()
