@@ -266,6 +266,23 @@ def patch_source(function: types.FunctionType, *edits: tuple[str, str],
 # --------------------------------------------------------------------------- loading
 
 
+def _exec_module(name: str, code: types.CodeType) -> types.ModuleType:
+    """Run ``code`` in a fresh module ``name`` (file ``"<name>"``, the neutral docstring), in
+    ``sys.modules`` only while it executes (dataclasses and typing look it up then)."""
+    module = types.ModuleType(name, NEUTRAL_DOC)
+    module.__file__ = f"<{name}>"
+    previous = sys.modules.get(name)
+    sys.modules[name] = module
+    try:
+        exec(code, module.__dict__)
+    finally:
+        if previous is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = previous
+    return module
+
+
 def load_implementation(source: str, name: str = "implementation") -> types.ModuleType:
     """Execute an implementation's source in a fresh module named ``name``.
 
@@ -276,18 +293,7 @@ def load_implementation(source: str, name: str = "implementation") -> types.Modu
     """
     if not isinstance(source, str):
         raise TypeError(f"load_implementation: expected the source as str, got {type(source).__name__}")
-    module = types.ModuleType(name, NEUTRAL_DOC)
-    module.__file__ = f"<{name}>"
-    code = compile(source, f"<{name}>", "exec")
-    previous = sys.modules.get(name)
-    sys.modules[name] = module  # dataclasses and typing look the module up while it executes
-    try:
-        exec(code, module.__dict__)
-    finally:
-        if previous is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = previous
+    module = _exec_module(name, compile(source, f"<{name}>", "exec"))
     result = module.__dict__.get("implementation")
     if isinstance(result, types.ModuleType):
         module = result
@@ -557,17 +563,7 @@ def load_compiled(code: bytes, name: str = "implementation") -> types.ModuleType
     body = marshal.loads(code)
     if not isinstance(body, types.CodeType):
         raise TypeError("load_compiled: the bytes do not hold a code object")
-    module = types.ModuleType(name, NEUTRAL_DOC)
-    module.__file__ = f"<{name}>"
-    previous = sys.modules.get(name)
-    sys.modules[name] = module  # dataclasses look the module up while it executes
-    try:
-        exec(body, module.__dict__)
-    finally:
-        if previous is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = previous
+    module = _exec_module(name, body)
     module.__doc__ = NEUTRAL_DOC
     return module
 
