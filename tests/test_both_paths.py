@@ -1,6 +1,6 @@
-"""Both grading paths agree on a corpus of student-like submissions (Zhang levels).
+"""Both grading paths agree on a corpus of student-like submissions, for every paper.
 
-Each submission in ``tests/fixtures/corpus/<level>/<name>.py`` is the level's reference
+Each submission in ``tests/fixtures/corpus/<paper>/<level>/<name>.py`` is the level's reference
 solution with a few code edits (see the corpus README). It is graded through reprokit's
 engine (:func:`reprokit.grading.grade`: the student's code in a sandbox process, the tests
 in the grader) and through Otter's own ``otter run`` (everything in one kernel). Every
@@ -26,17 +26,23 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER = ROOT / "assignments" / "zhang2017-random-labels"
+ASSIGNMENTS = ROOT / "assignments"
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
+#: Submissions also graded through ``otter run`` by default: per level, a correct one and a
+#: mistake, as ``paper/level`` and name.
 OTTER_SUBSET = {
-    ("05-reimplement", "correct_dataloader"), ("05-reimplement", "wraps_the_authors"),
-    ("03-search", "correct_other_spelling"), ("03-search", "tunes_on_rebuilt_test_split"),
-    ("02-retrain", "correct_comprehension"), ("02-retrain", "invented_rows"),
+    ("zhang2017-random-labels/05-reimplement", "correct_dataloader"),
+    ("zhang2017-random-labels/05-reimplement", "wraps_the_authors"),
+    ("zhang2017-random-labels/03-search", "correct_other_spelling"),
+    ("zhang2017-random-labels/03-search", "tunes_on_rebuilt_test_split"),
+    ("zhang2017-random-labels/02-retrain", "correct_comprehension"),
+    ("zhang2017-random-labels/02-retrain", "invented_rows"),
 }
 
 
 def _submissions() -> list[tuple[str, str]]:
-    return sorted((p.parent.name, p.stem) for p in CORPUS.glob("*/*.py"))
+    """``("paper/level", name)`` for every corpus file."""
+    return sorted((f"{p.parent.parent.name}/{p.parent.name}", p.stem) for p in CORPUS.glob("*/*/*.py"))
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +51,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     cache: dict = {}
 
     def get(level: str) -> tuple[Path, Path]:
+        """``level`` is ``paper/level``, e.g. ``zhang2017-random-labels/02-retrain``."""
         if level not in cache:
-            out = tmp_path_factory.mktemp(level)
-            subprocess.run(["otter", "assign", str(PAPER / f"{level}.ipynb"), str(out),
+            paper, name = level.split("/")
+            out = tmp_path_factory.mktemp(name)
+            subprocess.run(["otter", "assign", str(ASSIGNMENTS / paper / f"{name}.ipynb"), str(out),
                             "--no-run-tests"], check=True, capture_output=True, text=True)
             (zip_path,) = (out / "autograder").glob("*-autograder_*.zip")
-            cache[level] = (zip_path, out / "autograder" / f"{level}.ipynb")
+            cache[level] = (zip_path, out / "autograder" / f"{name}.ipynb")
         return cache[level]
 
     return get
@@ -83,7 +91,12 @@ def test_corpus_has_five_submissions_per_level_of_each_kind_needed() -> None:
     for level, name in _submissions():
         by_level.setdefault(level, []).append(
             runpy.run_path(str(CORPUS / level / f"{name}.py"))["KIND"])
-    for level in ("02-retrain", "03-search", "05-reimplement"):
+    expected = [f"zhang2017-random-labels/{lv}" for lv in ("02-retrain", "03-search", "05-reimplement")]
+    for paper in ASSIGNMENTS.iterdir():
+        if paper.is_dir() and paper.name != "zhang2017-random-labels" and (paper / "paper.yaml").exists():
+            # every later paper is born with a corpus for each of its levels
+            expected += [f"{paper.name}/{nb.stem}" for nb in sorted(paper.glob("0[1-6]-*.ipynb"))]
+    for level in expected:
         kinds = by_level.get(level, [])
         assert len(kinds) >= 5, f"{level}: {len(kinds)} submissions"
         assert "correct" in kinds and "mistake" in kinds, f"{level}: {kinds}"
@@ -96,7 +109,7 @@ def test_every_corpus_edit_applies_once_to_the_current_solution(level: str, name
     spec = runpy.run_path(str(CORPUS / level / f"{name}.py"))
     assert spec["KIND"] in ("correct", "partial", "mistake")
     _, solution = built(level)
-    out = make_submission(solution, spec["EDITS"], tmp_path / f"{level}.ipynb")
+    out = make_submission(solution, spec["EDITS"], tmp_path / f"{level.split('/')[1]}.ipynb")
     assert nbformat.read(out, as_version=4) != nbformat.read(solution, as_version=4)
     assert set(spec["EXPECTED"]) <= {"q1", "q2", "q3", "q4", "q5"}
 
@@ -109,7 +122,7 @@ def test_submission_scores_the_same_on_both_paths_and_as_set_by_hand(
 
     spec = runpy.run_path(str(CORPUS / level / f"{name}.py"))
     zip_path, solution = built(level)
-    notebook = make_submission(solution, spec["EDITS"], tmp_path / f"{level}.ipynb")
+    notebook = make_submission(solution, spec["EDITS"], tmp_path / f"{level.split('/')[1]}.ipynb")
 
     result = grade(notebook, zip_path, timeout_s=1800)
     assert result.status == "graded", result.message
