@@ -146,7 +146,7 @@ class MLP(nn.Module):
         """The input to every hidden layer's sigmoid (after BN when it is on), for
         Fig. 1(b, c); computed in the model's current mode."""
         inputs = []
-        for linear, norm in zip(self.linears, self.norms):
+        for linear, norm in zip(self.linears, self.norms, strict=True):
             z = norm(linear(x))
             inputs.append(z)
             x = torch.sigmoid(z)
@@ -154,7 +154,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits of shape (batch, num_classes)."""
-        for linear, norm in zip(self.linears, self.norms):
+        for linear, norm in zip(self.linears, self.norms, strict=True):
             x = torch.sigmoid(norm(linear(x)))
         return self.head(x)
 
