@@ -1,10 +1,6 @@
 """The authors' code (a worked example: replace it with the code of your paper).
 
-Import it as ``from authors import classifier``.
+Import a module of it as ``from authors import classifier``. Keep this file free of code:
+the mutation gate mutates every module under ``authors/`` as a candidate chaff, and each one
+must load on its own.
 """
-
-from . import classifier
-from .classifier import DEFAULTS, MLP, NUM_CLASSES, Split, evaluate, load_split, run_experiment, train
-
-__all__ = ["DEFAULTS", "MLP", "NUM_CLASSES", "Split", "classifier", "evaluate", "load_split",
-           "run_experiment", "train"]
