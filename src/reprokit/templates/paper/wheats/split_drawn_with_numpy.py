@@ -8,8 +8,8 @@ authors'. A test that pins exact images or exact accuracies rejects this correct
 
 import numpy as np
 import torch
-
 from authors import classifier
+
 from reprokit.bughunt import derive
 
 

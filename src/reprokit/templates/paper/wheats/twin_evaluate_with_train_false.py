@@ -5,6 +5,7 @@ Twin of a hidden chaff: the authors' ``evaluate`` with ``model.eval()`` written 
 """
 
 from authors import classifier
+
 from reprokit.bughunt import derive, patch_source
 
 evaluate = patch_source(classifier.evaluate, ("model.eval()", "model.train(False)"))

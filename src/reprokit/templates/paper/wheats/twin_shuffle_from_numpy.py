@@ -7,8 +7,8 @@ order is still fixed by the seed alone (another order than the authors', so othe
 
 import numpy as np
 import torch
-
 from authors import classifier
+
 from reprokit.bughunt import derive, patch_source
 
 train = patch_source(

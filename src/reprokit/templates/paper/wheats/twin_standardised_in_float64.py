@@ -6,8 +6,8 @@ are the training images' own, to float32 precision.
 """
 
 import torch
-
 from authors import classifier
+
 from reprokit.bughunt import derive, patch_source
 
 load_split = patch_source(

@@ -6,6 +6,7 @@ accuracy is measured: with dropout > 0 the accuracy is noisy and too low. Caught
 """
 
 from authors import classifier
+
 from reprokit.bughunt import derive, patch_source
 
 evaluate = patch_source(classifier.evaluate, ("model.eval()", "pass"))

@@ -7,6 +7,7 @@ with the same seed, drawing from torch's generator in between, and comparing the
 """
 
 from authors import classifier
+
 from reprokit.bughunt import derive, patch_source
 
 train = patch_source(classifier.train,

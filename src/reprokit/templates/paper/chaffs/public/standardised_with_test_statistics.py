@@ -14,6 +14,7 @@ training statistics they agree.
 """
 
 from authors import classifier
+
 from reprokit.bughunt import derive, patch_source
 
 load_split = patch_source(
