@@ -83,6 +83,23 @@ def test_own_code_refuses_a_function_that_calls_the_code_it_replaces() -> None:
         assert_own_code(borrowed, (x,), forbidden_c=["softmax"], what="borrowed")
 
 
+def test_own_code_refuses_a_layer_that_runs_torchs_batch_norm_however_reached() -> None:
+    from reprokit.audit import TORCH_NORM_OPS
+
+    class Subclassed(torch.nn.BatchNorm1d):
+        pass
+
+    def by_hand(x):
+        return (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
+
+    x = torch.arange(8.0).reshape(4, 2)
+    assert torch.allclose(assert_own_code(by_hand, (x,), forbidden_ops=TORCH_NORM_OPS),
+                          Subclassed(2)(x).detach(), atol=1e-6)
+    for borrowed in (Subclassed(2), lambda v: torch.nn.functional.batch_norm(v, None, None, training=True)):
+        with pytest.raises(AssertionError, match="torch's native_batch_norm"):
+            assert_own_code(borrowed, (x,), forbidden_ops=TORCH_NORM_OPS, what="the layer")
+
+
 def test_hunt_tests_must_be_a_dict_of_functions() -> None:
     with pytest.raises(AssertionError, match="TESTS"):
         hunt_tests(...)

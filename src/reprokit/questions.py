@@ -168,21 +168,25 @@ def into_model(value: Any, model: Any, what: str = "state_dict") -> Any:
 def assert_own_code(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
                     forbidden: Mapping[str, list[str]] | None = None,
                     forbidden_c: tuple[str, ...] | list[str] = (),
+                    forbidden_ops: tuple[str, ...] | list[str] = (),
                     what: str = "your function") -> Any:
     """Call a re-implementation once and refuse it if it reaches code it must not use.
 
     ``forbidden`` maps a file-path suffix to function names
     (``{"authors/classifier.py": ["MLP.forward"]}``, ``"*"`` for all), ``forbidden_c``
-    names built-in functions (``"batch_norm"``); a call is seen however it was reached
-    (an import, an alias, a method). Returns the call's value (untrusted: read it with
+    names built-in functions (``"batch_norm"``), ``forbidden_ops`` parts of ATen operator
+    names (:data:`reprokit.audit.TORCH_NORM_OPS` refuses torch's batch norm through
+    ``nn.BatchNorm1d``, a subclass, ``F.batch_norm`` or ``torch.ops.aten`` alike); a call is
+    seen however it was reached (an import, an alias, a method). Returns the call's value (untrusted: read it with
     :mod:`reprokit.plain`). A fairness check paired with checks of results, not a
     security boundary (see :func:`reprokit.audit.observe_call`).
     """
     from reprokit.audit import observe_call
 
     seen = observe_call(fn, tuple(args), dict(kwargs or {}), watch_calls=dict(forbidden or {}),
-                        watch_c_calls=list(forbidden_c))
-    used = list(seen.calls) + [name for name, n in seen.c_calls.items() if n]
+                        watch_c_calls=list(forbidden_c), watch_ops=list(forbidden_ops))
+    used = list(seen.calls) + [name for name, n in seen.c_calls.items() if n] + \
+        [f"torch's {op}" for op in seen.ops]
     assert not used, (
         f"{what} calls code it should re-implement ({', '.join(used)}); this level asks for "
         "your own implementation, written from the paper's text")
