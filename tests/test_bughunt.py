@@ -8,7 +8,10 @@ import os
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -460,16 +463,42 @@ def test_patch_source_applies_an_edit_and_refuses_a_missing_one(toy):
         bughunt.patch_source(base.quadruple, ("triple(x)", "x"))
 
 
-# --------------------------------------------------------------------------- Zhang level 4
+def test_patch_source_edits_a_class_and_both_loads_put_it_in_place(toy, tmp_path: Path):
+    """A bug in a layer's ``forward`` is an edit of its class; ``derive`` and the compiled
+    module both use the edited class wherever the base module names it."""
+    base, _ = toy
+    edit = ("return double(x) * self.k", "return double(x) * self.k + 1")
+    patched = bughunt.patch_source(base.Doubler, edit)
+    assert patched(3).apply(2) == 13 and patched(3).ready  # super().__init__() still runs
+    assert bughunt.derive(base, Doubler=patched).Doubler(1).apply(1) == 3
+    chaff = tmp_path / "class_chaff.py"
+    chaff.write_text("import toybase\nfrom reprokit.bughunt import derive, patch_source\n\n"
+                     f"Doubler = patch_source(toybase.Doubler, {edit!r})\n\n"
+                     "implementation = derive(toybase, Doubler=Doubler)\n")
+    compiled = bughunt.load_compiled(bughunt.compile_implementation(chaff))
+    assert compiled.Doubler(1).apply(1) == 3 and compiled.Doubler(1).ready
 
-ZHANG = Path(__file__).resolve().parents[1] / "assignments" / "zhang2017-random-labels"
+
+# --------------------------------------------------------------------------- level 4 of each paper
+
+ASSIGNMENTS = Path(__file__).resolve().parents[1] / "assignments"
+ZHANG = ASSIGNMENTS / "zhang2017-random-labels"
+BATCHNORM = ASSIGNMENTS / "ioffe2015-batchnorm"
+
+
+def _forget_authors() -> None:
+    """Both papers call their package ``authors``: drop the one imported last."""
+    for name in [n for n in sys.modules if n == "authors" or n.startswith("authors.")]:
+        del sys.modules[name]
 
 
 @pytest.fixture
-def zhang(monkeypatch: pytest.MonkeyPatch) -> Path:
+def zhang(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The Zhang assignment folder on sys.path (so ``from authors import randlabels`` works)."""
+    _forget_authors()
     monkeypatch.syspath_prepend(str(ZHANG))
-    return ZHANG
+    yield ZHANG
+    _forget_authors()
 
 
 def _material(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
@@ -477,20 +506,115 @@ def _material(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
             sorted((root / "chaffs/hidden").glob("*.py")))
 
 
-def test_zhang_wheats_and_chaffs_load_and_explain_themselves(zhang: Path):
-    from authors import randlabels
+def _probe_zhang(impl) -> list:
+    """What a Zhang implementation computes from fixed inputs (compared across two loads)."""
+    import torch
 
-    wheats, public, hidden = _material(zhang)
-    assert len(wheats) >= 2 and len(public) >= 3 and len(public) + len(hidden) >= 8
-    api = ["corrupt_labels", "load_digits_split", "make_data", "MLP", "train", "evaluate",
-           "epochs_to_fit", "run_experiment", "DEFAULTS", "NUM_CLASSES"]
+    torch.manual_seed(0)
+    labels = impl.corrupt_labels(torch.arange(500) % 10, 0.5, seed=3)
+    split = impl.load_digits_split(1, n_train=50)
+    return [labels, split.X_train, split.y_test]
+
+
+def _probe_batchnorm(impl) -> list:
+    """What a BatchNorm implementation computes from fixed inputs: a layer in both modes, the
+    split, a fresh network's logits."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    bn = impl.BatchNorm(4)
+    train_out = bn(torch.randn(8, 4, generator=g) * 2 + 1)
+    eval_out = bn.eval()(torch.randn(3, 4, generator=g))
+    split = impl.load_digits_split(1)
+    model = impl.build_model(seed=2, hidden=(8,))
+    return [train_out, eval_out, bn.running_var, split.X_train, split.y_test,
+            model(split.X_test[:5])]
+
+
+@dataclass(frozen=True)
+class Level4:
+    """One paper's bug hunt: where it lives, the authors' module, and what must hold."""
+
+    folder: Path
+    module: str  # the authors' module, authors/<module>.py
+    api: tuple[str, ...]  # names every wheat and chaff exposes
+    twins: dict[str, str]  # chaff -> its twin wheat: the same code with the bug fixed
+    probe: Callable[[Any], list]  # fixed inputs -> outputs, to compare two loads of a file
+
+
+LEVEL4 = {
+    "zhang2017-random-labels": Level4(
+        ZHANG, "randlabels",
+        ("corrupt_labels", "load_digits_split", "make_data", "MLP", "train", "evaluate",
+         "epochs_to_fit", "run_experiment", "DEFAULTS", "NUM_CLASSES"),
+        {
+            "chaffs/public/labels_redrawn_every_epoch.py": "wheats/twin_labels_fixed_per_epoch.py",
+            "chaffs/public/seed_ignored.py": "wheats/twin_seeded_generator.py",
+            "chaffs/public/test_split_corrupted.py": "wheats/twin_test_split_passed_through.py",
+            "chaffs/hidden/dropout_at_evaluation.py": "wheats/twin_evaluate_in_eval_mode.py",
+            "chaffs/hidden/first_labels_corrupted.py": "wheats/twin_random_positions_corrupted.py",
+            "chaffs/hidden/forced_different_class.py": "wheats/twin_uniform_class_by_shift.py",
+            "chaffs/hidden/fraction_rescaled.py": "wheats/twin_probability_capped.py",
+            "chaffs/hidden/gradients_not_zeroed.py": "wheats/twin_gradients_set_to_none.py",
+            "chaffs/hidden/normalised_with_test_data.py": "wheats/twin_statistics_concatenated.py",
+            "chaffs/hidden/shuffle_seeded_from_clock.py": "wheats/twin_shuffle_seed_checked.py",
+            "chaffs/hidden/test_acc_on_training_split.py": "wheats/twin_test_acc_by_keyword.py",
+        },
+        _probe_zhang),
+    "ioffe2015-batchnorm": Level4(
+        BATCHNORM, "batchnorm",
+        ("BatchNorm", "MLP", "build_model", "load_digits_split", "train", "evaluate",
+         "sigmoid_input_percentiles", "epochs_to_reach", "run_experiment", "DEFAULTS",
+         "NUM_CLASSES"),
+        {
+            "chaffs/public/minibatch_order_ignores_seed.py": "wheats/twin_minibatch_order_by_argsort.py",
+            "chaffs/public/normalised_after_the_sigmoid.py": "wheats/twin_normalised_before_the_sigmoid.py",
+            "chaffs/public/running_variance_without_bessel_correction.py":
+                "wheats/twin_running_variance_unbiased_by_var.py",
+            "chaffs/hidden/eps_outside_the_square_root.py": "wheats/twin_eps_inside_rsqrt.py",
+            "chaffs/hidden/evaluate_in_training_mode.py": "wheats/twin_evaluate_with_train_false.py",
+            "chaffs/hidden/gamma_and_beta_not_parameters.py": "wheats/twin_gamma_and_beta_registered.py",
+            "chaffs/hidden/momentum_convention_inverted.py": "wheats/twin_running_statistics_by_lerp.py",
+            "chaffs/hidden/normalised_over_features.py": "wheats/twin_statistics_with_keepdim.py",
+            "chaffs/hidden/normalised_with_unbiased_variance.py":
+                "wheats/twin_biased_variance_by_correction.py",
+            "chaffs/hidden/running_statistics_never_used.py":
+                "wheats/twin_running_statistics_read_as_buffers.py",
+            "chaffs/hidden/running_statistics_updated_in_eval_mode.py":
+                "wheats/twin_running_statistics_updated_in_training_only.py",
+        },
+        _probe_batchnorm),
+}
+
+
+@pytest.fixture(params=sorted(LEVEL4))
+def level4(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Level4]:
+    """Each paper's level 4, its folder on sys.path (``from authors import ...`` works)."""
+    paper = LEVEL4[request.param]
+    _forget_authors()
+    monkeypatch.syspath_prepend(str(paper.folder))
+    yield paper
+    _forget_authors()
+
+
+def _code_of(value: Any) -> set:
+    """The code objects behind a function, or behind a class's own methods (``derive``
+    rebinds the authors' classes without changing their code); none for a constant."""
+    if isinstance(value, type):
+        return {getattr(v, "__code__", None) for v in vars(value).values()} - {None}
+    return {getattr(value, "__code__", None)} - {None}
+
+
+def test_wheats_and_chaffs_load_and_explain_themselves(level4: Level4):
+    authors = importlib.import_module(f"authors.{level4.module}")
+    wheats, public, hidden = _material(level4.folder)
+    assert len(wheats) >= 3 + len(public) + len(hidden)  # independent wheats and the twins
+    assert len(public) >= 2 and len(hidden) >= 8
     names = set()
     for path in wheats + public + hidden:
         impl = bughunt.load_implementation(path.read_text())
-        assert all(hasattr(impl, name) for name in api), f"{path.name} lacks part of the API"
-        replaced = [n for n in api if getattr(impl, n) is not getattr(randlabels, n)
-                    and getattr(getattr(impl, n), "__code__", None) is not getattr(
-                        getattr(randlabels, n), "__code__", None)]
+        assert all(hasattr(impl, name) for name in level4.api), f"{path.name} lacks part of the API"
+        replaced = [n for n in level4.api if _code_of(getattr(impl, n)) != _code_of(getattr(authors, n))]
         assert replaced, f"{path.name} replaces none of the authors' functions"
         names.add(bughunt.display_name(path))
         doc = path.read_text().split('"""')[1]
@@ -499,12 +623,12 @@ def test_zhang_wheats_and_chaffs_load_and_explain_themselves(zhang: Path):
     assert len(names) == len(wheats) + len(public) + len(hidden), "display names must differ"
 
 
-def _reference_tests() -> dict:
+def _reference_tests(folder: Path) -> dict:
     """The level-4 solution: the test functions in 04-validate.ipynb's solution cell."""
     import nbformat
     import torch
 
-    nb = nbformat.read(ZHANG / "04-validate.ipynb", as_version=4)
+    nb = nbformat.read(folder / "04-validate.ipynb", as_version=4)
     (source,) = [c.source for c in nb.cells
                  if c.cell_type == "code" and "# BEGIN SOLUTION" in c.source and "def test_" in c.source]
     namespace: dict = {"torch": torch}
@@ -512,21 +636,45 @@ def _reference_tests() -> dict:
     return {k: v for k, v in namespace.items() if k.startswith("test_") and callable(v)}
 
 
-@pytest.mark.slow
-def test_reference_suite_catches_every_chaff_and_passes_every_wheat(zhang: Path):
-    wheats, public, hidden = _material(zhang)
-    tests = _reference_tests()
-    assert len(tests) >= 5
-    report = bughunt.hunt(tests, [zhang / "authors" / "randlabels.py", *wheats], public + hidden,
-                          reveal=True)
-    assert report.wheat_failures == [], report.summary()
-    missed = [chaff for chaff, caught in report.caught.items() if not caught]
-    assert missed == [], report.summary()
-    assert report.score(1) == len(public) + len(hidden)
-    # The example test given to students catches nothing: a blank notebook earns no credit.
-    example = {"test_mlp_gives_one_logit_per_class": tests["test_mlp_gives_one_logit_per_class"]}
-    blank = bughunt.hunt(example, wheats, public + hidden)
-    assert blank.wheat_failures == [] and blank.score(1) == 0, blank.summary()
+def _example_test(folder: Path) -> str:
+    """The example test students are given: the one above ``# BEGIN SOLUTION`` in that cell."""
+    import nbformat
+
+    nb = nbformat.read(folder / "04-validate.ipynb", as_version=4)
+    (source,) = [c.source for c in nb.cells
+                 if c.cell_type == "code" and "# BEGIN SOLUTION" in c.source and "def test_" in c.source]
+    (name,) = [line[4:line.index("(")] for line in source.split("# BEGIN SOLUTION")[0].splitlines()
+               if line.startswith("def test_")]
+    return name
+
+
+@pytest.mark.parametrize("paper", [
+    # Zhang's reference trains networks on 22 implementations: about a minute
+    pytest.param("zhang2017-random-labels", marks=pytest.mark.slow),
+    # BatchNorm's reference tests layers and one-epoch networks: a few CPU-seconds
+    "ioffe2015-batchnorm",
+])
+def test_reference_suite_catches_every_chaff_and_passes_every_wheat(
+        paper: str, monkeypatch: pytest.MonkeyPatch):
+    level = LEVEL4[paper]
+    _forget_authors()
+    monkeypatch.syspath_prepend(str(level.folder))
+    try:
+        wheats, public, hidden = _material(level.folder)
+        tests = _reference_tests(level.folder)
+        assert len(tests) >= 5
+        report = bughunt.hunt(tests, [level.folder / "authors" / f"{level.module}.py", *wheats],
+                              public + hidden, reveal=True)
+        assert report.wheat_failures == [], report.summary()
+        missed = [chaff for chaff, caught in report.caught.items() if not caught]
+        assert missed == [], report.summary()
+        assert report.score(1) == len(public) + len(hidden)
+        # The example test given to students catches nothing: a blank notebook earns no credit.
+        example = _example_test(level.folder)
+        blank = bughunt.hunt({example: tests[example]}, wheats, public + hidden)
+        assert blank.wheat_failures == [] and blank.score(1) == 0, blank.summary()
+    finally:
+        _forget_authors()
 
 
 # --------------------------------------------------------------------------- behaviour only
@@ -554,14 +702,15 @@ def _codes(code):
             yield from _codes(const)
 
 
-def test_compiled_implementations_carry_no_source_file_names_lines_or_docstrings(zhang: Path):
+def test_compiled_implementations_carry_no_source_file_names_lines_or_docstrings(level4: Level4):
     import marshal
 
-    wheats, public, hidden = _material(zhang)
-    for path in [zhang / "authors" / "randlabels.py", *wheats, *public, *hidden]:
+    wheats, public, hidden = _material(level4.folder)
+    for path in [level4.folder / "authors" / f"{level4.module}.py", *wheats, *public, *hidden]:
         blob = bughunt.compile_implementation(path)
         assert b"planted" not in blob and path.stem.encode() not in blob, path.name
-        assert b"randlabels.py" not in blob and b"<patched" not in blob, path.name
+        assert f"{level4.module}.py".encode() not in blob and b"<patched" not in blob, path.name
+        assert b"twin" not in blob.lower(), path.name
         impl = bughunt.load_compiled(blob)
         assert impl.__doc__ == bughunt.NEUTRAL_DOC and impl.__file__ == "<implementation>"
         assert "implementation" not in sys.modules or sys.modules["implementation"] is not impl
@@ -575,51 +724,36 @@ def test_compiled_implementations_carry_no_source_file_names_lines_or_docstrings
         assert isinstance(marshal.loads(blob), type(test_double.__code__))
 
 
-def test_compiled_code_behaves_like_the_derived_module(toy, zhang: Path):
-    import torch
-
+def test_compiled_code_behaves_like_the_derived_module(toy):
     _, files = toy
     for name, expected in (("wheat", (10, 20)), ("triple", (15, 45)), ("quad", (10, 11))):
         derived = bughunt.load_implementation(files[name].read_text())
         compiled = bughunt.load_compiled(bughunt.compile_implementation(files[name]))
         assert (compiled.double(5), compiled.quadruple(5)) == expected
         assert (derived.double(5), derived.quadruple(5)) == expected
-    y = torch.arange(500) % 10
-    wheats, public, hidden = _material(zhang)
+
+
+def test_each_papers_compiled_files_behave_like_their_derived_modules(level4: Level4):
+    import torch
+
+    wheats, public, hidden = _material(level4.folder)
     for path in [*wheats, *public, *hidden]:
         derived = bughunt.load_implementation(path.read_text())
         compiled = bughunt.load_compiled(bughunt.compile_implementation(path))
-        torch.manual_seed(0)
-        a = derived.corrupt_labels(y, 0.5, seed=3)
-        torch.manual_seed(0)
-        assert torch.equal(a, compiled.corrupt_labels(y, 0.5, seed=3)), path.name
-        s, t = derived.load_digits_split(1, n_train=50), compiled.load_digits_split(1, n_train=50)
-        assert torch.equal(s.X_train, t.X_train) and torch.equal(s.y_test, t.y_test), path.name
+        for a, b in zip(level4.probe(derived), level4.probe(compiled), strict=True):
+            assert torch.equal(a, b), path.name
 
 
-#: Each chaff and its twin wheat: the same code with the bug fixed, written the same way.
-TWINS = {
-    "chaffs/public/labels_redrawn_every_epoch.py": "wheats/twin_labels_fixed_per_epoch.py",
-    "chaffs/public/seed_ignored.py": "wheats/twin_seeded_generator.py",
-    "chaffs/public/test_split_corrupted.py": "wheats/twin_test_split_passed_through.py",
-    "chaffs/hidden/dropout_at_evaluation.py": "wheats/twin_evaluate_in_eval_mode.py",
-    "chaffs/hidden/first_labels_corrupted.py": "wheats/twin_random_positions_corrupted.py",
-    "chaffs/hidden/forced_different_class.py": "wheats/twin_uniform_class_by_shift.py",
-    "chaffs/hidden/fraction_rescaled.py": "wheats/twin_probability_capped.py",
-    "chaffs/hidden/gradients_not_zeroed.py": "wheats/twin_gradients_set_to_none.py",
-    "chaffs/hidden/normalised_with_test_data.py": "wheats/twin_statistics_concatenated.py",
-    "chaffs/hidden/shuffle_seeded_from_clock.py": "wheats/twin_shuffle_seed_checked.py",
-    "chaffs/hidden/test_acc_on_training_split.py": "wheats/twin_test_acc_by_keyword.py",
-}
-
-
-def test_every_chaff_has_a_twin_wheat_that_differs_only_where_the_bug_is(zhang: Path):
+def test_every_chaff_has_a_twin_wheat_that_differs_only_where_the_bug_is(level4: Level4):
     import ast
 
-    _, public, hidden = _material(zhang)
-    assert {str(p.relative_to(zhang)) for p in public + hidden} == set(TWINS)
-    for chaff, twin in TWINS.items():
-        a, b = (ast.parse(ast.unparse(bughunt.flatten_implementation(zhang / p))) for p in (chaff, twin))
+    root = level4.folder
+    wheats, public, hidden = _material(root)
+    assert {str(p.relative_to(root)) for p in public + hidden} == set(level4.twins)
+    twins = {str(p.relative_to(root)) for p in wheats if p.name.startswith("twin_")}
+    assert twins == set(level4.twins.values()), "a twin wheat without its chaff, or one shared"
+    for chaff, twin in level4.twins.items():
+        a, b = (ast.parse(ast.unparse(bughunt.flatten_implementation(root / p))) for p in (chaff, twin))
         assert len(a.body) == len(b.body), chaff
         differ = [i for i, (x, y) in enumerate(zip(a.body, b.body, strict=True)) if ast.dump(x) != ast.dump(y)]
         assert len(differ) == 1, (chaff, differ)  # one definition differs: the buggy one

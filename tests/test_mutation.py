@@ -276,3 +276,16 @@ def test_assertion_messages_and_dict_keys_are_not_mutated() -> None:
     changed = "\n".join(ops.get("constant", []))
     assert "should be 1_mutant" not in changed and "key_mutant" not in changed
     assert "+answer = 'c'" in changed
+
+
+def test_candidate_chaffs_come_from_the_authors_modules_not_their_package_file(tmp_path: Path) -> None:
+    """A mutant of ``authors/__init__.py`` (re-exports, relative imports) is no implementation:
+    it would not load as a chaff, so it is never a candidate."""
+    from reprokit.mutation import authors_mutants
+
+    authors = tmp_path / "authors"
+    authors.mkdir()
+    (authors / "__init__.py").write_text('from . import model\n__all__ = ["model", "scale"]\n')
+    (authors / "model.py").write_text("def scale(x):\n    return 2 * x + 1\n")
+    mutants = authors_mutants(tmp_path, cap=50)
+    assert mutants and {path.name for path, _ in mutants} == {"model.py"}

@@ -58,6 +58,26 @@ def feeds(n):
 def opens_file(path):
     with open(path) as f:
         return f.read()
+
+def torch_batch_norm(n):
+    x = torch.arange(2.0 * n).reshape(n, 2).requires_grad_(True)
+    torch.nn.BatchNorm1d(2)(x).pow(2).sum().backward()
+    return float(x.grad.abs().sum())
+
+def aten_batch_norm(n):
+    x = torch.arange(2.0 * n).reshape(n, 2)
+    return float(torch.ops.aten.native_batch_norm.default(x, None, None, None, None, True, 0.1,
+                                                          1e-5)[0].sum())
+
+def transposed_layer_norm(n):
+    x = torch.arange(2.0 * n).reshape(n, 2)
+    return float(torch.nn.functional.layer_norm(x.T, (n,)).sum())
+
+def hand_batch_norm(n):
+    x = torch.arange(2.0 * n).reshape(n, 2).requires_grad_(True)
+    y = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)
+    y.pow(2).sum().backward()
+    return float(x.grad.abs().sum())
 '''
 
 
@@ -119,6 +139,23 @@ def test_observe_call_lets_the_students_exception_through_and_removes_its_observ
     assert sys.getprofile() is before
 
 
+NORM_CASES = [
+    ("torch_batch_norm", {"native_batch_norm": 1, "native_batch_norm_backward": 1}),
+    ("aten_batch_norm", {"native_batch_norm": 1}),
+    ("transposed_layer_norm", {"native_layer_norm": 1}),
+    ("hand_batch_norm", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "ops"), NORM_CASES)
+def test_observe_call_sees_torchs_normalisation_however_it_is_reached(name, ops):
+    from reprokit.audit import TORCH_NORM_OPS
+
+    obs = observe_call(_namespace()[name], (4,), watch_ops=TORCH_NORM_OPS)
+    assert obs.ops == ops
+    assert observe_call(_namespace()[name], (4,)).ops == {}  # nothing watched, nothing counted
+
+
 @pytest.fixture(scope="module")
 def zygote():
     with scratch_zygote([NOTEBOOK]) as z:
@@ -143,6 +180,9 @@ def test_observe_call_in_the_sandbox_sees_what_the_same_call_does_here(zygote, n
     local = observe_call(_namespace()["feeds"], (5,), **spec).captured
     assert [(c["args"]["x"].tolist(), c["training"], c["grad"]) for c in remote] == \
         [(c["args"]["x"].tolist(), c["training"], c["grad"]) for c in local]
+    with zygote.session(30) as s:
+        for norm, ops in NORM_CASES:
+            assert observe_call(s.lookup([norm])[norm], (4,), watch_ops=["_norm"]).ops == ops
     # the grader's own generators were never touched by the remote call
     state = torch.get_rng_state()
     with zygote.session(30) as s:

@@ -206,10 +206,16 @@ class RecordingSplits:
 # student's code, which could switch it off on purpose (``sys.setprofile(None)``, patching
 # this module in its own process). Graded tests pair it with checks of the results.
 
-__all__ += ["Observation", "observe_call", "observe_here", "RNG_NAMES"]
+__all__ += ["Observation", "observe_call", "observe_here", "RNG_NAMES", "TORCH_NORM_OPS"]
 
 #: the global generators whose state :func:`observe_call` compares before and after
 RNG_NAMES: tuple[str, ...] = ("torch", "numpy", "random")
+
+#: ``watch_ops`` that catch torch's own normalisation layers, whichever way they are reached:
+#: ``nn.BatchNorm1d``/``2d``/``3d`` (or a subclass), ``F.batch_norm``, ``torch.batch_norm``,
+#: ``torch.native_batch_norm``, ``torch.ops.aten.*``, ``F.instance_norm`` (which runs batch
+#: norm), ``F.layer_norm`` and ``F.group_norm`` (which normalise a transposed batch just as well)
+TORCH_NORM_OPS: tuple[str, ...] = ("batch_norm", "layer_norm", "group_norm", "instance_norm")
 
 
 @dataclass(frozen=True)
@@ -224,7 +230,8 @@ class Observation:
     ``captured`` one dict per call of a function in ``capture_args``, in order:
     ``{"function": "file:qualname", "args": {name: value}, "training": bool or None,
     "grad": bool}`` (the arguments as passed, ``self`` left out; ``training`` is
-    ``self.training`` for a module's method; ``grad`` whether autograd was on).
+    ``self.training`` for a module's method; ``grad`` whether autograd was on);
+    ``ops`` how often each watched ATen operator ran, by name (``{"native_batch_norm": 1}``).
     """
 
     value: Any
@@ -233,6 +240,7 @@ class Observation:
     opened: tuple[str, ...] = field(default_factory=tuple)
     c_calls: dict[str, int] = field(default_factory=dict)
     captured: tuple[dict, ...] = field(default_factory=tuple)
+    ops: dict[str, int] = field(default_factory=dict)
 
 
 def _rng_states() -> dict[str, Any]:
@@ -292,11 +300,29 @@ def _audit_open(event: str, args: tuple) -> None:
 _HOOKED = False
 
 
+def _op_recorder(watch: tuple[str, ...], seen: dict[str, int]) -> Any:
+    """A torch dispatch mode that counts the ATen operators whose name contains a watched
+    string. It sits below every Python entry point (modules, ``torch.nn.functional``,
+    ``torch.*``, ``torch.ops.aten``), so it sees an operator however the code reached it,
+    backward passes included."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+            name = getattr(getattr(func, "overloadpacket", func), "__name__", str(func))
+            if any(w in name for w in watch):
+                seen[name] = seen.get(name, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    return _Recorder()
+
+
 def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
                  watch_calls: dict[str, list[str]] | None = None,
                  watch_opens: tuple[str, ...] | list[str] = (),
                  watch_c_calls: tuple[str, ...] | list[str] = (),
-                 capture_args: dict[str, list[str]] | None = None) -> Observation:
+                 capture_args: dict[str, list[str]] | None = None,
+                 watch_ops: tuple[str, ...] | list[str] = ()) -> Observation:
     """Call ``fn(*args, **kwargs)`` in this process and observe it (see :func:`observe_call`).
 
     Exceptions from ``fn`` propagate unchanged, after the observers are removed.
@@ -358,6 +384,10 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
     if watch_opens:
         _OPEN_WATCH.append(entry)
     profiled = bool(watch_calls or c_names or capture)
+    ops: dict[str, int] = {}
+    recorder = _op_recorder(tuple(watch_ops), ops) if watch_ops else None
+    if recorder is not None:
+        recorder.__enter__()
     if profiled:
         _sys.setprofile(profile)
     try:
@@ -365,12 +395,15 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
     finally:
         if profiled:
             _sys.setprofile(previous)
+        if recorder is not None:
+            recorder.__exit__(None, None, None)
         if watch_opens and entry in _OPEN_WATCH:
             _OPEN_WATCH.remove(entry)
         after = _rng_states()
         _restore_rng_states(callers)
     changed = tuple(n for n in RNG_NAMES if not _same_state(n, before[n], after[n]))
-    return Observation(value, changed, tuple(calls), tuple(opened), dict(c_calls), tuple(captured))
+    return Observation(value, changed, tuple(calls), tuple(opened), dict(c_calls), tuple(captured),
+                       dict(ops))
 
 
 def _detached(x: Any) -> Any:
@@ -384,7 +417,8 @@ def observe_call(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
                  watch_calls: dict[str, list[str]] | None = None,
                  watch_opens: tuple[str, ...] | list[str] = (),
                  watch_c_calls: tuple[str, ...] | list[str] = (),
-                 capture_args: dict[str, list[str]] | None = None) -> Observation:
+                 capture_args: dict[str, list[str]] | None = None,
+                 watch_ops: tuple[str, ...] | list[str] = ()) -> Observation:
     """Call a student's function once and report its side effects as an :class:`Observation`.
 
     * every global generator (torch's CPU generator, NumPy's legacy global one, Python's
@@ -401,7 +435,11 @@ def observe_call(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
       ``"randperm"``): how often each was called is counted, whichever module it came from;
     * ``capture_args`` maps a file-path suffix to function names whose arguments are
       recorded at every call (e.g. ``{"authors/randlabels.py": ["MLP.forward"]}``: every
-      minibatch the student's loop feeds the authors' network).
+      minibatch the student's loop feeds the authors' network);
+    * ``watch_ops`` lists parts of ATen operator names (e.g. :data:`TORCH_NORM_OPS`): how
+      often each operator whose name contains one ran is counted, through a torch dispatch
+      mode, so a call of torch's batch norm is seen however it was reached (``nn.BatchNorm1d``,
+      a subclass of it, ``F.batch_norm``, ``torch.ops.aten.native_batch_norm``, ...).
 
     Under ``otter run`` ``fn`` is the student's own function and runs here; under
     ``reprokit grade`` it is a proxy and the same observation is made inside the sandbox
@@ -412,10 +450,11 @@ def observe_call(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
 
     spec = {"watch_calls": {k: list(v) for k, v in (watch_calls or {}).items()},
             "watch_opens": list(watch_opens), "watch_c_calls": list(watch_c_calls),
-            "capture_args": {k: list(v) for k, v in (capture_args or {}).items()}}
+            "capture_args": {k: list(v) for k, v in (capture_args or {}).items()},
+            "watch_ops": list(watch_ops)}
     if isinstance(fn, sandbox.RemoteFunction):
         out = fn._session.observe(fn._path, tuple(args), dict(kwargs or {}), spec)
         return Observation(out["value"], tuple(out["rng_changed"]), tuple(out["calls"]),
                            tuple(out["opened"]), dict(out.get("c_calls") or {}),
-                           tuple(out.get("captured") or ()))
+                           tuple(out.get("captured") or ()), dict(out.get("ops") or {}))
     return observe_here(fn, tuple(args), kwargs, **spec)

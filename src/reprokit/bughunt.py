@@ -228,8 +228,8 @@ def derive(base: types.ModuleType, name: str = "implementation", **replacements:
     return module
 
 
-def patch_source(function: types.FunctionType, *edits: tuple[str, str],
-                 names: Mapping[str, Any] | None = None) -> types.FunctionType:
+def patch_source(function: Any, *edits: tuple[str, str],
+                 names: Mapping[str, Any] | None = None) -> Any:
     """``function`` recompiled from its own source with text ``edits`` applied.
 
     Each edit is ``(old, new)``: ``old`` must occur exactly once in the function's source;
@@ -238,6 +238,9 @@ def patch_source(function: types.FunctionType, *edits: tuple[str, str],
     the authors' code and stays in step when the authors edit other lines::
 
         train = patch_source(randlabels.train, ("opt.zero_grad()", "pass"))
+
+    ``function`` may also be a class of the module (a bug in a layer's ``forward``):
+    the whole class is recompiled with the edits, and :func:`derive` puts it in place.
     """
     import textwrap
 
@@ -253,7 +256,10 @@ def patch_source(function: types.FunctionType, *edits: tuple[str, str],
         indent = source[line_start:start] if not source[line_start:start].strip() else ""
         new = new.replace("\n", "\n" + indent)
         source = source.replace(old, new)
-    namespace = dict(function.__globals__)
+    if isinstance(function, type):  # a class has no __globals__: its module's are the same
+        namespace = dict(vars(sys.modules[function.__module__]))
+    else:
+        namespace = dict(function.__globals__)
     namespace.update(names or {})
     flags = __future__.annotations.compiler_flag  # annotations stay strings, as in most modules
     exec(compile(source, f"<patched {function.__name__}>", "exec", flags=flags, dont_inherit=True),
@@ -360,10 +366,12 @@ def _patched_def(base_source: str, base_tree: ast.Module, call: ast.Call, where:
     target = call.args[0] if call.args else None
     if not isinstance(target, ast.Attribute):
         raise ImplementationError(f"{where}: patch_source's first argument must be base.function")
-    node = next((n for n in base_tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    node = next((n for n in base_tree.body
+                 if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                  and n.name == target.attr), None)
     if node is None:
-        raise ImplementationError(f"{where}: the authors' module has no function {target.attr!r}")
+        raise ImplementationError(f"{where}: the authors' module has no function or class "
+                                  f"{target.attr!r}")
     lines = base_source.splitlines(keepends=True)
     first = min([d.lineno for d in node.decorator_list] + [node.lineno])
     source = textwrap.dedent("".join(lines[first - 1:node.end_lineno]))

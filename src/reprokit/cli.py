@@ -1,4 +1,4 @@
-"""The ``reprokit`` command line: build, check, regrade, grade.
+"""The ``reprokit`` command line: build, check, regrade, grade, new.
 
 Each subcommand lives in the module that does the work and is imported only when
 it is called, so ``reprokit --help`` stays fast and no subcommand pays for
@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "build": "reprokit.build:build_command",
     "check": "reprokit.check:check_command",
     "grade": "reprokit.grading:grade_command",
+    "new": "reprokit.scaffold:new_command",
     "regrade": "reprokit.regrade:regrade_command",
 }
 

@@ -1081,9 +1081,15 @@ def write_report(out_dir: str | Path, reports: list[LevelMutationReport]) -> Pat
 
 
 def authors_mutants(paper_dir: str | Path, cap: int = DEFAULT_MAX_CHAFF_CANDIDATES) -> list[tuple[Path, Mutant]]:
-    """Single-change mutants of every module under ``authors/`` (sampled to ``cap``)."""
+    """Single-change mutants of every module under ``authors/`` (sampled to ``cap``).
+
+    ``__init__.py`` is left out: it only re-exports the modules (``from . import x``), and a
+    mutant of it is no implementation a test could receive (its relative imports do not
+    load on their own)."""
     out = []
     for path in sorted((Path(paper_dir) / "authors").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
         for m in mutants_of(path.read_text(), level="authors", question=path.stem):
             out.append((path, m))
     picked = {m.id for m in _sample([m for _, m in out], cap)}

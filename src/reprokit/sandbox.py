@@ -1393,10 +1393,12 @@ def _serve_session(conn: socket.socket, ns: dict) -> None:  # pragma: no cover
                 obs = observe_here(fn, tuple(args), kwargs, watch_calls=spec.get("watch_calls"),
                                    watch_opens=spec.get("watch_opens") or (),
                                    watch_c_calls=spec.get("watch_c_calls") or (),
-                                   capture_args=spec.get("capture_args"))
+                                   capture_args=spec.get("capture_args"),
+                                   watch_ops=spec.get("watch_ops") or ())
                 value = {"value": obs.value, "rng_changed": list(obs.rng_changed),
                          "calls": list(obs.calls), "opened": list(obs.opened),
-                         "c_calls": obs.c_calls, "captured": list(obs.captured)}
+                         "c_calls": obs.c_calls, "captured": list(obs.captured),
+                         "ops": obs.ops}
             elif op == "bughunt":
                 value = _isolated_bughunt(ns, msg, conn)
             else:

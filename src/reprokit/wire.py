@@ -75,7 +75,7 @@ def _torch():
 
 
 def _array_payload(a: np.ndarray) -> dict:
-    a = np.ascontiguousarray(a)
+    a = np.ascontiguousarray(a).reshape(a.shape)  # ascontiguousarray makes a 0-d array 1-d
     if a.dtype.name not in _DTYPES:
         a = a.astype(np.float64) if a.dtype.kind in "fc" else a.astype(np.int64)
     return {"dtype": a.dtype.name, "shape": list(a.shape),

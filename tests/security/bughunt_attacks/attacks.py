@@ -1,20 +1,17 @@
-"""Level-4 attacks: test suites that try to win the Zhang bug hunt without testing behaviour.
+"""Level-4 attacks: test suites that try to win a bug hunt without testing behaviour.
 
 Each entry is the source of a notebook cell of test functions that replaces the student's
-answer to question 1 of ``04-validate`` (9 points: 1 public, 8 hidden chaffs). ``before`` is
-the q1 score measured with the bug hunt as it was before the level-4 defences (issue 9),
-``after`` the score they must get now. ``defence`` names what stops it (docs/security.md,
-"Level 4"). ``HONEST`` holds test suites that test behaviour, written unlike the reference
-solution; they must keep full marks.
+answer to question 1 of ``04-validate`` (9 points: 1 public, 8 hidden chaffs), after the
+example test the notebook gives. ``before`` is the q1 score measured on the Zhang hunt as it
+was before the level-4 defences (issue 9), ``after`` the score they must get now.
+``defence`` names what stops it (docs/security.md, "Level 4"). ``HONEST`` holds test suites
+that test behaviour, written unlike the reference solution; they must keep full marks.
+``ATTACKS`` and ``HONEST`` are written for Zhang's hunt; :func:`attacks_for` and
+:func:`honest_for` give each paper's: the attacks that name no API are shared, the others
+are written again against that paper's API (``BATCHNORM_ATTACKS``, ``BATCHNORM_HONEST``).
 """
 
 from __future__ import annotations
-
-EXAMPLE = '''
-def test_mlp_gives_one_logit_per_class(implementation):
-    model = implementation.MLP(hidden=(32,))
-    assert model(torch.zeros(5, 64)).shape == (5, 10), "expected logits of shape (5, 10)"
-'''
 
 ATTACKS: dict[str, dict] = {
     # --- measured in issue 9
@@ -289,3 +286,138 @@ def test_repeated_runs_match_and_stale_gradients_do_not_matter(implementation):
     assert torch.allclose(runs[0], runs[2], atol=1e-6), "gradients left in .grad changed training"
 ''',
 }
+
+
+#: Attacks that read the implementations' API: written again for Ioffe & Szegedy's hunt
+#: (``before``: not measured there, the hunt was born with the defences).
+BATCHNORM_ATTACKS: dict[str, dict] = {
+    "small-edit-of-the-authors-code": {"defence": "twin wheats", "before": None, "after": 0,
+                                       "cell": '''
+def test_not_a_small_edit_of_the_authors_code(implementation):
+    # A chaff is the authors' code with a one-line edit; a correct alternative is a rewrite.
+    # Compare names and constants of each function (and layer method) with the authors'.
+    import types
+    from authors import batchnorm
+
+    def tokens(code):
+        out = set(code.co_names) | set(code.co_varnames)
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                out |= tokens(c)
+            elif not isinstance(c, str):
+                out.add(repr(c))
+        return out
+
+    pairs = [(implementation.BatchNorm.forward, batchnorm.BatchNorm.forward),
+             (implementation.BatchNorm.__init__, batchnorm.BatchNorm.__init__),
+             (implementation.MLP.forward, batchnorm.MLP.forward),
+             (implementation.train, batchnorm.train), (implementation.evaluate, batchnorm.evaluate)]
+    for mine, theirs in pairs:
+        if mine.__code__.co_code == theirs.__code__.co_code:
+            continue
+        a, b = tokens(mine.__code__), tokens(theirs.__code__)
+        similarity = len(a & b) / len(a | b)
+        assert similarity < 0.8, f"{mine.__name__} is a small edit of the authors' ({similarity:.2f})"
+'''},
+}
+
+BATCHNORM_ATTACKS["recognise-chaffs-by-their-files"] = {
+    # Zhang's version compares module-level functions only: BatchNorm's chaffs edit classes,
+    # so there it fails the authors' code too (0/9). Comparing methods as well is the limit.
+    "defence": "hidden files never in the sandbox (public chaffs are public)",
+    "before": None, "after": 1, "cell": '''
+import os
+ROOT = os.getcwd()
+
+
+def test_not_any_chaff_file_on_disk(implementation):
+    # Compile every chaff file that can be found the way the grader does and compare the
+    # bytecode of every function and method. Only the public chaffs are there at grading.
+    import glob, types
+    from reprokit.bughunt import compile_implementation, load_compiled
+
+    def code(c):
+        return (c.co_code, c.co_names, tuple(code(x) if isinstance(x, types.CodeType) else x
+                                             for x in c.co_consts))
+
+    def shape(module):
+        out = {}
+        for k, v in vars(module).items():
+            if isinstance(v, types.FunctionType):
+                out[k] = code(v.__code__)
+            elif isinstance(v, type) and v.__module__ == module.__name__:
+                for m, f in vars(v).items():
+                    if isinstance(f, types.FunctionType):
+                        out[f"{k}.{m}"] = code(f.__code__)
+        return out
+
+    mine = shape(implementation)
+    for path in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True):
+        if "planted bug" not in open(path).read().lower():
+            continue  # the authors' code, the wheats
+        assert shape(load_compiled(compile_implementation(path))) != mine, "a chaff"
+'''}
+
+BATCHNORM_HONEST: dict[str, str] = {
+    "torch-as-the-oracle": '''
+def test_layer_matches_torch_batchnorm1d_in_both_modes(implementation):
+    ours, ref = implementation.BatchNorm(4), torch.nn.BatchNorm1d(4)
+    for scale in (1.0, 1e-3):  # features that vary, and features that barely do
+        x = torch.randn(32, 4) * scale + 0.5
+        assert torch.allclose(ours(x), ref(x), atol=1e-4, rtol=1e-3), f"training output (scale {scale})"
+    assert torch.allclose(ours.running_mean, ref.running_mean, atol=1e-6), "running mean"
+    assert torch.allclose(ours.running_var, ref.running_var, atol=1e-6), "running variance"
+    ours.eval()
+    ref.eval()
+    before = ours.running_var.clone()
+    x = torch.randn(5, 4)
+    assert torch.allclose(ours(x), ref(x), atol=1e-5), "eval-mode output"
+    assert torch.equal(ours.running_var, before), "eval mode moved the running variance"
+
+
+def test_gamma_and_beta_receive_gradients(implementation):
+    bn = implementation.BatchNorm(3)
+    (bn(torch.randn(8, 3)) ** 3).sum().backward()
+    grads = [p.grad for p in bn.parameters()]
+    assert len(grads) == 2 and all(g is not None and g.abs().sum() > 0 for g in grads), grads
+
+
+def test_evaluate_leaves_the_model_as_it_was(implementation):
+    model = implementation.build_model(seed=1, hidden=(16,))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    implementation.evaluate(model, torch.rand(3, 64), torch.tensor([0, 1, 2]))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), f"evaluate changed {k}"
+    assert model.training, "evaluate did not restore training mode"
+
+
+def test_every_sigmoid_input_is_batch_normalised(implementation):
+    model = implementation.build_model(seed=3, hidden=(12, 12))
+    for z in model.sigmoid_inputs(torch.rand(256, 64) * 4):
+        assert z.mean(0).abs().max() < 1e-3, "a sigmoid input is not centred over the batch"
+        assert (z.var(0, unbiased=False) - 1).abs().max() < 1e-2, "nor of unit variance"
+
+
+def test_training_is_reproducible(implementation):
+    a = implementation.run_experiment(seed=4, epochs=1, hidden=(6,))["state_dict"]
+    torch.manual_seed(123)
+    b = implementation.run_experiment(seed=4, epochs=1, hidden=(6,))["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a), "the same seed trained another network"
+''',
+}
+
+#: The paper folder -> its rewritten attacks and honest suites; the rest are Zhang's, which
+#: name no API.
+_REWRITTEN = {"ioffe2015-batchnorm": (BATCHNORM_ATTACKS, BATCHNORM_HONEST)}
+
+
+def attacks_for(paper: str) -> dict[str, dict]:
+    """The attacks on ``paper``'s hunt (a folder name under ``assignments/``)."""
+    if paper not in _REWRITTEN:
+        return ATTACKS
+    return {**ATTACKS, **_REWRITTEN[paper][0]}
+
+
+def honest_for(paper: str) -> dict[str, str]:
+    """The honest suites for ``paper``'s hunt: full marks expected."""
+    return _REWRITTEN[paper][1] if paper in _REWRITTEN else HONEST

@@ -2,6 +2,8 @@
 
     PYTHONPATH=src python tests/security/bughunt_attacks/measure.py \\
         dist/zhang2017-random-labels/04-validate [names ...]
+    PYTHONPATH=src python tests/security/bughunt_attacks/measure.py \\
+        dist/ioffe2015-batchnorm/04-validate [names ...]
 
 The folder is a built level 04 (``reprokit build ... --level 04``): its student notebook
 is the base of every submission and its autograder zip grades them, through
@@ -23,21 +25,24 @@ import nbformat
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from bughunt_attacks.attacks import ATTACKS, EXAMPLE, HONEST  # noqa: E402
-
-ANSWER_MARK = "def test_mlp_gives_one_logit_per_class"
+from bughunt_attacks.attacks import attacks_for, honest_for  # noqa: E402
 
 
-def submission(student: Path, cell: str, dest: Path, *, answers: bool = False) -> Path:
-    """The student notebook with question 1's answer cell replaced by ``cell``."""
+def submission(student: Path, cell: str, dest: Path, *, answers: dict[str, str] | None = None
+               ) -> Path:
+    """The student notebook with question 1's answer (``...`` after the example test, in the
+    one code cell that defines tests) replaced by ``cell``; ``answers`` fills in
+    ``q2_answer = ...`` and the like."""
     nb = nbformat.read(student, as_version=4)
     (index,) = [i for i, c in enumerate(nb.cells)
-                if c.cell_type == "code" and ANSWER_MARK in c.source]
-    nb.cells[index].source = EXAMPLE + "\n" + cell
-    if answers:
+                if c.cell_type == "code" and "def test_" in c.source]
+    example, placeholder, _ = nb.cells[index].source.rpartition("...")
+    assert placeholder, "the answer cell has no ... placeholder"
+    nb.cells[index].source = example.rstrip() + "\n\n" + cell
+    for name, answer in (answers or {}).items():
         for c in nb.cells:
-            if c.cell_type == "code" and c.source.strip() in ("q2_answer = ...", "q3_answer = ..."):
-                c.source = c.source.replace("...", '"b"')
+            if c.cell_type == "code" and c.source.strip() == f"{name} = ...":
+                c.source = c.source.replace("...", f'"{answer}"')
     nbformat.write(nb, dest)
     return dest
 
@@ -73,8 +78,9 @@ def main(level_dir: str, names: list[str]) -> None:
     work = Path("/tmp/reprokit-bughunt-attacks")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    cases = {**{f"attack:{k}": v["cell"] for k, v in ATTACKS.items()},
-             **{f"honest:{k}": v for k, v in HONEST.items()}}
+    paper = level.resolve().parent.name
+    cases = {**{f"attack:{k}": v["cell"] for k, v in attacks_for(paper).items()},
+             **{f"honest:{k}": v for k, v in honest_for(paper).items()}}
     if names:
         cases = {k: v for k, v in cases.items() if k.split(":", 1)[1] in names or k in names}
     for name, cell in cases.items():
