@@ -145,7 +145,29 @@ def test_settings_read_threshold_cap_and_equivalents(tmp_path: Path) -> None:
     assert s.equivalent_for("02-retrain", "q1", "constant-12345678") is None
 
 
+def test_free_choice_entries_are_read_and_reported_apart(tmp_path: Path) -> None:
+    s = read_settings(_write_yaml(tmp_path, (
+        "mutation:\n  equivalent:\n"
+        "    - {level: '06', question: q1, mutant: constant-12345678, kind: free-choice,\n"
+        "       reason: the prompt leaves the batch size to the student}\n"
+        "    - {level: '06', question: q1, mutant: constant-87654321, reason: a no-op}\n")))
+    assert [e.kind for e in s.equivalent] == ["free-choice", "equivalent"]
+    r = _result("equivalent", "constant-12345678")
+    r.kind, r.reason = "free-choice", "the prompt leaves the batch size to the student"
+    assert r.to_json()["kind"] == "free-choice" and r.to_json()["status"] == "equivalent"
+    q = QuestionMutationReport("q1", 3, [_result("killed")] * 4 + [r], 0.8)
+    assert q.kill_rate == 1.0 and q.ok  # a correct answer written differently is not counted
+    from rich.console import Console
+
+    from reprokit.mutation import LevelMutationReport, mutation_table
+
+    console = Console(width=200, record=True)
+    console.print(mutation_table([LevelMutationReport("06", [q])]))
+    assert "1 (1 free)" in console.export_text()
+
+
 @pytest.mark.parametrize("section", [
+    "mutation:\n  equivalent:\n    - {level: '01', question: q1, mutant: constant-1, reason: r, kind: maybe}\n",
     "mutation: {threshold: 2}",
     "mutation: {max_per_question: 0}",
     "mutation: {treshold: 0.5}",
@@ -276,3 +298,22 @@ def test_assertion_messages_and_dict_keys_are_not_mutated() -> None:
     changed = "\n".join(ops.get("constant", []))
     assert "should be 1_mutant" not in changed and "key_mutant" not in changed
     assert "+answer = 'c'" in changed
+
+
+def test_uncaught_candidate_chaffs_are_listed_with_their_diff() -> None:
+    from rich.console import Console
+
+    from reprokit.mutation import LevelMutationReport, chaff_table
+
+    caught = {"id": "seed-11111111", "file": "authors/randlabels.py", "description": "seed removed",
+              "diff": "-    g = torch.Generator().manual_seed(seed)", "caught_by": ["test_seed"]}
+    missed = {"id": "constant-22222222", "file": "authors/randlabels.py", "description": "0.97 -> 1.94",
+              "diff": "-LR_DECAY = 0.97\n+LR_DECAY = 1.94", "caught_by": []}
+    report = LevelMutationReport("04", chaff_candidates=[caught, missed])
+    console = Console(width=200, record=True)
+    console.print(chaff_table([report]))
+    text = console.export_text()
+    assert "seed-11111111" in text and "test_seed" in text and "not caught" in text
+    lines = "\n".join(report.lines(survivors_only=True))
+    assert "constant-22222222" in lines and "+LR_DECAY = 1.94" in lines and "seed-11111111" not in lines
+    assert chaff_table([LevelMutationReport("01")]) is None
