@@ -56,7 +56,7 @@ def test_honest_suite_written_differently_keeps_full_marks(name: str, level: dic
                                                            tmp_path: Path) -> None:
     result = _grade(level, HONEST[name], tmp_path / f"{name}.ipynb")
     q1 = result.questions["q1"]
-    assert (result.status, q1.score, q1.possible) == ("graded", 9.0, 9.0), q1.output
+    assert (result.status, q1.score, q1.possible) == ("graded", 10.0, 10.0), q1.output
 
 
 def test_public_output_names_no_hidden_material(level: dict[str, Path], tmp_path: Path) -> None:
