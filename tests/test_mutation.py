@@ -317,3 +317,25 @@ def test_uncaught_candidate_chaffs_are_listed_with_their_diff() -> None:
     lines = "\n".join(report.lines(survivors_only=True))
     assert "constant-22222222" in lines and "+LR_DECAY = 1.94" in lines and "seed-11111111" not in lines
     assert chaff_table([LevelMutationReport("01")]) is None
+
+
+@pytest.mark.slow
+def test_every_equivalent_listed_for_zhang_is_a_sampled_mutant_of_its_question(
+        tmp_path: Path, fake_wheel: Path) -> None:
+    """~30 s (otter assign of the levels named): a listed mutant id that no longer exists (its
+    line was edited) silently stops covering a survivor; this names it instead."""
+    from reprokit.build import build
+    from reprokit.mutation import level_mutants
+
+    paper = Path(__file__).resolve().parents[1] / "assignments" / "zhang2017-random-labels"
+    settings = read_settings(paper)
+    assert settings.threshold == 0.8
+    listed = {(e.level, e.question, e.mutant) for e in settings.equivalent}
+    assert all(e.reason for e in settings.equivalent)
+    built = build(paper, tmp_path / "dist", levels=sorted({lv for lv, _, _ in listed}), qa=False,
+                  wheel=fake_wheel)
+    sampled = set()
+    for lb in built.levels:
+        per_q, _ = level_mutants(lb.master.path, lb.solution, lb.level, settings.max_per_question)
+        sampled |= {(lb.level[:2], q, m.id) for q, ms in per_q.items() for m in ms}
+    assert listed <= sampled, f"listed but not graded: {sorted(listed - sampled)}"
