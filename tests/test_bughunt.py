@@ -555,6 +555,7 @@ LEVEL4 = {
             "chaffs/hidden/first_labels_corrupted.py": "wheats/twin_random_positions_corrupted.py",
             "chaffs/hidden/forced_different_class.py": "wheats/twin_uniform_class_by_shift.py",
             "chaffs/hidden/fraction_rescaled.py": "wheats/twin_probability_capped.py",
+            "chaffs/hidden/global_seed_mixed_in.py": "wheats/twin_fixed_salt_mixed_in.py",
             "chaffs/hidden/gradients_not_zeroed.py": "wheats/twin_gradients_set_to_none.py",
             "chaffs/hidden/normalised_with_test_data.py": "wheats/twin_statistics_concatenated.py",
             "chaffs/hidden/shuffle_seeded_from_clock.py": "wheats/twin_shuffle_seed_checked.py",

@@ -145,7 +145,29 @@ def test_settings_read_threshold_cap_and_equivalents(tmp_path: Path) -> None:
     assert s.equivalent_for("02-retrain", "q1", "constant-12345678") is None
 
 
+def test_free_choice_entries_are_read_and_reported_apart(tmp_path: Path) -> None:
+    s = read_settings(_write_yaml(tmp_path, (
+        "mutation:\n  equivalent:\n"
+        "    - {level: '06', question: q1, mutant: constant-12345678, kind: free-choice,\n"
+        "       reason: the prompt leaves the batch size to the student}\n"
+        "    - {level: '06', question: q1, mutant: constant-87654321, reason: a no-op}\n")))
+    assert [e.kind for e in s.equivalent] == ["free-choice", "equivalent"]
+    r = _result("equivalent", "constant-12345678")
+    r.kind, r.reason = "free-choice", "the prompt leaves the batch size to the student"
+    assert r.to_json()["kind"] == "free-choice" and r.to_json()["status"] == "equivalent"
+    q = QuestionMutationReport("q1", 3, [_result("killed")] * 4 + [r], 0.8)
+    assert q.kill_rate == 1.0 and q.ok  # a correct answer written differently is not counted
+    from rich.console import Console
+
+    from reprokit.mutation import LevelMutationReport, mutation_table
+
+    console = Console(width=200, record=True)
+    console.print(mutation_table([LevelMutationReport("06", [q])]))
+    assert "1 (1 free)" in console.export_text()
+
+
 @pytest.mark.parametrize("section", [
+    "mutation:\n  equivalent:\n    - {level: '01', question: q1, mutant: constant-1, reason: r, kind: maybe}\n",
     "mutation: {threshold: 2}",
     "mutation: {max_per_question: 0}",
     "mutation: {treshold: 0.5}",
@@ -289,3 +311,44 @@ def test_candidate_chaffs_come_from_the_authors_modules_not_their_package_file(t
     (authors / "model.py").write_text("def scale(x):\n    return 2 * x + 1\n")
     mutants = authors_mutants(tmp_path, cap=50)
     assert mutants and {path.name for path, _ in mutants} == {"model.py"}
+
+
+def test_uncaught_candidate_chaffs_are_listed_with_their_diff() -> None:
+    from rich.console import Console
+
+    from reprokit.mutation import LevelMutationReport, chaff_table
+
+    caught = {"id": "seed-11111111", "file": "authors/randlabels.py", "description": "seed removed",
+              "diff": "-    g = torch.Generator().manual_seed(seed)", "caught_by": ["test_seed"]}
+    missed = {"id": "constant-22222222", "file": "authors/randlabels.py", "description": "0.97 -> 1.94",
+              "diff": "-LR_DECAY = 0.97\n+LR_DECAY = 1.94", "caught_by": []}
+    report = LevelMutationReport("04", chaff_candidates=[caught, missed])
+    console = Console(width=200, record=True)
+    console.print(chaff_table([report]))
+    text = console.export_text()
+    assert "seed-11111111" in text and "test_seed" in text and "not caught" in text
+    lines = "\n".join(report.lines(survivors_only=True))
+    assert "constant-22222222" in lines and "+LR_DECAY = 1.94" in lines and "seed-11111111" not in lines
+    assert chaff_table([LevelMutationReport("01")]) is None
+
+
+@pytest.mark.slow
+def test_every_equivalent_listed_for_zhang_is_a_sampled_mutant_of_its_question(
+        tmp_path: Path, fake_wheel: Path) -> None:
+    """~30 s (otter assign of the levels named): a listed mutant id that no longer exists (its
+    line was edited) silently stops covering a survivor; this names it instead."""
+    from reprokit.build import build
+    from reprokit.mutation import level_mutants
+
+    paper = Path(__file__).resolve().parents[1] / "assignments" / "zhang2017-random-labels"
+    settings = read_settings(paper)
+    assert settings.threshold == 0.8
+    listed = {(e.level, e.question, e.mutant) for e in settings.equivalent}
+    assert all(e.reason for e in settings.equivalent)
+    built = build(paper, tmp_path / "dist", levels=sorted({lv for lv, _, _ in listed}), qa=False,
+                  wheel=fake_wheel)
+    sampled = set()
+    for lb in built.levels:
+        per_q, _ = level_mutants(lb.master.path, lb.solution, lb.level, settings.max_per_question)
+        sampled |= {(lb.level[:2], q, m.id) for q, ms in per_q.items() for m in ms}
+    assert listed <= sampled, f"listed but not graded: {sorted(listed - sampled)}"

@@ -885,9 +885,12 @@ def build_command(paper_dir: Path, out: Path, levels: tuple[str, ...], no_qa: bo
     out_console.print(qa_table(result))
     gated = [r.mutation for r in result.reports if r.mutation is not None]
     if gated:  # the mutation gate: kill rate per question, then each survivor as a diff
-        from reprokit.mutation import mutation_table
+        from reprokit.mutation import chaff_table, mutation_table
 
         out_console.print(mutation_table(gated))
+        chaffs = chaff_table(gated)
+        if chaffs is not None:
+            out_console.print(chaffs)
         for line in (line for m in gated for line in m.lines(survivors_only=True)):
             out_console.print(line, soft_wrap=True, markup=False, highlight=False)
     for lb in result.levels:

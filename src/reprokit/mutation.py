@@ -71,14 +71,24 @@ class MutationConfigError(ValueError):
     """``paper.yaml``'s ``mutation`` section is malformed."""
 
 
+#: kinds of ``mutation.equivalent`` entry: ``equivalent`` (the change cannot alter what
+#: the notebook computes) and ``free-choice`` (it alters a value the question leaves to the
+#: student, such as a seed or a setting within stated bounds: the mutant is a correct
+#: answer, not a wrong one, and must keep full marks)
+EQUIVALENT_KINDS = ("equivalent", "free-choice")
+
+
 @dataclass
 class Equivalent:
-    """A surviving mutant the instructor has shown cannot change behaviour."""
+    """A surviving mutant the instructor has shown cannot change behaviour (``kind``
+    ``equivalent``), or that changes only a value the question leaves to the student
+    (``kind`` ``free-choice``: a correct answer written differently)."""
 
     level: str
     question: str
     mutant: str
     reason: str
+    kind: str = "equivalent"
 
     def matches(self, level: str, question: str, mutant_id: str) -> bool:
         """Whether this entry names ``mutant_id`` of ``question`` at ``level`` (``01`` or ``01-rerun``)."""
@@ -139,8 +149,12 @@ def read_settings(paper_dir: str | Path) -> MutationSettings:
         if missing:
             raise MutationConfigError(f"{where}: missing {', '.join(missing)} (an equivalent mutant "
                                       "needs level, question, mutant id and a reason)")
+        kind = str(entry.get("kind", "equivalent"))
+        if kind not in EQUIVALENT_KINDS:
+            raise MutationConfigError(f"{where}: kind must be one of {list(EQUIVALENT_KINDS)}, "
+                                      f"got {kind!r}")
         s.equivalent.append(Equivalent(str(entry["level"]), str(entry["question"]), str(mutant),
-                                       str(entry["reason"]).strip()))
+                                       str(entry["reason"]).strip(), kind))
     return s
 
 
@@ -654,16 +668,28 @@ class MutantResult:
     seconds: float = 0.0
     detail: str = ""
     reason: str = ""  # for an equivalent mutant: paper.yaml's reason
+    kind: str = ""  # for an equivalent mutant: "equivalent" or "free-choice" (paper.yaml)
+    cpu_s: float = 0.0  # CPU-seconds of the mutant's processes and its tests
 
     def to_json(self) -> dict:
         """JSON-ready data."""
         return {**self.mutant.to_json(), "status": self.status, "killed_by": self.killed_by,
-                "passed": self.passed, "seconds": round(self.seconds, 2), "detail": self.detail,
-                **({"reason": self.reason} if self.reason else {})}
+                "passed": self.passed, "seconds": round(self.seconds, 2),
+                "cpu_s": round(self.cpu_s, 2), "detail": self.detail,
+                **({"reason": self.reason} if self.reason else {}),
+                **({"kind": self.kind} if self.kind else {})}
 
 
 def _worker_init() -> None:  # pragma: no cover - runs in pool workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    # The tests' trusted side runs here (a level-2 test re-runs the authors' training). Two
+    # workers share two cores: more than one intra-op thread each only oversubscribes them,
+    # and on a busy machine OpenMP threads spinning for a descheduled peer made one authors'
+    # run take minutes instead of about 1.5 CPU-seconds. The submission's side is clamped to
+    # one thread by the sandbox already (GRADED_THREADS).
+    torch.set_num_threads(1)
     from reprokit.grading import warm_up
 
     warm_up()
@@ -693,17 +719,20 @@ def _grade_group(task: dict) -> list[dict]:
             try:
                 for m in task["mutants"]:
                     t0 = time.monotonic()
+                    prefix_cpu = 0.0
                     if zygote is None or zygote.dead:
                         if zygote is not None:
                             zygote.close()
                         zygote = sandbox.Zygote(work, prefix, uid=uid, seed=ag.seed,
                                                 limits=sandbox.Limits(memory_mb=task["memory_mb"]))
                         report = zygote.execute(timeout)
+                        prefix_cpu = zygote.cpu_seconds()
                         if report.errors or report.memory_error:
                             raise RuntimeError(f"the reference raised before cell {k}: {report.errors[:1]}")
                     suffix = [m["source"] if m["source"] is not None else cells[k]] + cells[k + 1:]
                     out.append(_grade_branch(zygote, suffix, tests, ag, m, timeout, qtimeout, k))
                     out[-1]["seconds"] = time.monotonic() - t0
+                    out[-1]["prefix_cpu_s"] = prefix_cpu
             finally:
                 if zygote is not None:
                     zygote.close()
@@ -714,44 +743,54 @@ def _grade_group(task: dict) -> list[dict]:
 
 def _grade_branch(zygote: Any, suffix: list[str], tests: list[Any], ag: Any, m: dict,
                   timeout: float, qtimeout: float, offset: int) -> dict:
-    from reprokit import grading, sandbox
-
     result: dict[str, Any] = {"id": m["id"], "killed_by": [], "passed": [], "scores": {}}
+    grader_cpu = time.process_time()
     with zygote.branch(suffix) as branch:
         try:
-            report = branch.execute(timeout)
-        except sandbox.GradingTimeout:
-            result["killed_by"] = ["timeout"]
-            return result
-        except sandbox.ProtocolViolation as e:
-            result["killed_by"] = ["crash"]
-            result["detail"] = str(e)
-            return result
-        if report.memory_error:
-            result["killed_by"] = ["out-of-memory"]
-            return result
-        if report.errors:
-            first = report.errors[0]
-            result["detail"] = (f"code cell {offset + first['cell']} raised {first['type']}: "
-                                f"{first['message'][:200]}")
-        ordered = sorted(tests, key=lambda tf: tf.name != m["question"])
-        from reprokit.cputime import WALL_FACTOR
-
-        total_cpu = timeout + qtimeout * len(tests)  # CPU-seconds of the branch, tests included
-        wall_deadline = time.monotonic() + WALL_FACTOR * total_cpu
-        for tf in ordered:
-            scores, _, _ = grading._run_tests(branch, [tf], ag, total_cpu, qtimeout, wall_deadline)
-            q = scores[tf.name]
-            result["scores"][tf.name] = [q.score, q.possible]
-            if q.score < q.possible - 1e-9:
-                result["killed_by"].append(tf.name)
-                result["output"] = q.output[-1500:]
-                if not m.get("all_tests"):
-                    break
-            else:
-                result["passed"] += [_test_name(tc.test_case) for tc in tf.test_case_results
-                                     if tc.passed]
+            _branch_outcome(branch, result, tests, ag, m, timeout, qtimeout, offset)
+        finally:  # the mutant's own processes and the grader's side of its tests
+            result["cpu_s"] = branch.cpu_seconds() + time.process_time() - grader_cpu
     return result
+
+
+def _branch_outcome(branch: Any, result: dict, tests: list[Any], ag: Any, m: dict,
+                    timeout: float, qtimeout: float, offset: int) -> None:
+    """Execute a branch's cells and run the tests (the mutated question's first) into ``result``."""
+    from reprokit import grading, sandbox
+
+    try:
+        report = branch.execute(timeout)
+    except sandbox.GradingTimeout:
+        result["killed_by"] = ["timeout"]
+        return
+    except sandbox.ProtocolViolation as e:
+        result["killed_by"] = ["crash"]
+        result["detail"] = str(e)
+        return
+    if report.memory_error:
+        result["killed_by"] = ["out-of-memory"]
+        return
+    if report.errors:
+        first = report.errors[0]
+        result["detail"] = (f"code cell {offset + first['cell']} raised {first['type']}: "
+                            f"{first['message'][:200]}")
+    ordered = sorted(tests, key=lambda tf: tf.name != m["question"])
+    from reprokit.cputime import WALL_FACTOR
+
+    total_cpu = timeout + qtimeout * len(tests)  # CPU-seconds of the branch, tests included
+    wall_deadline = time.monotonic() + WALL_FACTOR * total_cpu
+    for tf in ordered:
+        scores, _, _ = grading._run_tests(branch, [tf], ag, total_cpu, qtimeout, wall_deadline)
+        q = scores[tf.name]
+        result["scores"][tf.name] = [q.score, q.possible]
+        if q.score < q.possible - 1e-9:
+            result["killed_by"].append(tf.name)
+            result["output"] = q.output[-1500:]
+            if not m.get("all_tests"):
+                break
+        else:
+            result["passed"] += [_test_name(tc.test_case) for tc in tf.test_case_results
+                                 if tc.passed]
 
 
 def _test_name(test_case: Any) -> str:
@@ -915,6 +954,7 @@ class LevelMutationReport:
     problems: list[str] = field(default_factory=list)
     skipped: str = ""
     chaff_candidates: list[dict] = field(default_factory=list)
+    cpu_s: float = 0.0  # CPU-seconds of every mutant, prefix and control (load-independent)
 
     @property
     def graded(self) -> int:
@@ -938,7 +978,8 @@ class LevelMutationReport:
 
     def to_json(self) -> dict:
         """JSON-ready data."""
-        return {"level": self.level, "seconds": round(self.seconds, 2), "skipped": self.skipped,
+        return {"level": self.level, "seconds": round(self.seconds, 2),
+                "cpu_s": round(self.cpu_s, 2), "skipped": self.skipped,
                 "graded": self.graded, "killed": self.killed, "kill_rate": round(self.kill_rate, 4),
                 "problems": self.problems, "questions": [q.to_json() for q in self.questions],
                 "chaff_candidates": self.chaff_candidates}
@@ -962,6 +1003,7 @@ class LevelMutationReport:
             if not c.get("caught_by"):
                 out.append(f"{self.level} candidate chaff {c['id']} in {c['file']} ({c['description']}) "
                            "is not caught by the reference tests")
+                out += ["    " + line for line in str(c.get("diff", "")).splitlines()]
         return out
 
 
@@ -982,13 +1024,36 @@ def mutation_table(reports: list[LevelMutationReport]) -> Any:
             table.add_row(r.level, "-", "-", "-", "-", "-", "-", f"skipped: {r.skipped}", "")
         for q in r.questions:
             verdict = "[green]ok[/green]" if q.ok else "[red]FAIL[/red]"
+            free = sum(e.kind == "free-choice" for e in q.equivalent)
             table.add_row(r.level, q.question, str(q.generated), str(q.graded), str(q.killed),
-                          str(len(q.equivalent)), f"{q.kill_rate:.0%}", verdict,
+                          f"{len(q.equivalent)}" + (f" ({free} free)" if free else ""),
+                          f"{q.kill_rate:.0%}", verdict,
                           ", ".join(s.mutant.id for s in q.survivors))
         n = sum(1 for c in r.chaff_candidates if not c.get("caught_by"))
         if r.chaff_candidates:
             table.add_row(r.level, "chaffs", str(len(r.chaff_candidates)), "", "", "", "",
                           f"{n} candidate(s) not caught", "")
+    return table
+
+
+def chaff_table(reports: list[LevelMutationReport]) -> Any:
+    """A rich table of the level-4 candidate chaffs (mutants of the authors' code): id, file,
+    the change, and the reference tests that catch it (none: a candidate to promote, or a
+    change that does not alter behaviour). ``None`` when no level has candidates."""
+    from rich.table import Table
+
+    rows = [(r.level, c) for r in reports for c in r.chaff_candidates]
+    if not rows:
+        return None
+    table = Table(title="level 4: mutants of the authors' code as candidate chaffs",
+                  caption="caught by: the reference solution's tests that fail on the candidate; "
+                          "an uncaught one is a bug the hidden chaffs may lack (docs/mutation.md)")
+    for col in ("level", "candidate", "file", "change", "caught by"):
+        table.add_column(col)
+    for level, c in rows:
+        caught = c.get("caught_by") or []
+        table.add_row(level, c["id"], c["file"], c["description"],
+                      ", ".join(caught) if caught else "[yellow]not caught[/yellow]")
     return table
 
 
@@ -1008,6 +1073,8 @@ def gate_level(master_path: str | Path, solution_nb: str | Path, autograder: str
     timeout = max(60.0, 4 * reference_time_s)  # CPU-seconds per mutant, as the engine counts
     raw, control = grade_mutants(solution_nb, autograder, mutants, workers=workers, timeout_s=timeout,
                                  question_timeout_s=timeout)
+    report.cpu_s = sum(r.get("cpu_s", 0.0) + r.get("prefix_cpu_s", 0.0)
+                       for r in raw + ([control] if control else []))
     errors = [r for r in raw if r.get("error")]
     if errors:
         report.problems.append(f"{level}: mutation gate: {len(errors)} mutant(s) could not be graded "
@@ -1027,7 +1094,8 @@ def gate_level(master_path: str | Path, solution_nb: str | Path, autograder: str
             eq = settings.equivalent_for(level, q, m.id) if status == "survived" else None
             results.append(MutantResult(m, "equivalent" if eq else status, r.get("killed_by", []),
                                         r.get("passed", []), r.get("seconds", 0.0),
-                                        r.get("detail", ""), eq.reason if eq else ""))
+                                        r.get("detail", ""), eq.reason if eq else "",
+                                        eq.kind if eq else "", r.get("cpu_s", 0.0)))
         qr = QuestionMutationReport(q, totals[q], results, settings.threshold)
         report.questions.append(qr)
         if not qr.ok:

@@ -69,7 +69,7 @@ def test_honest_suite_written_differently_keeps_full_marks(paper: str, name: str
                                                            tmp_path: Path) -> None:
     result = _grade(levels(paper), honest_for(paper)[name], tmp_path / f"{name}.ipynb")
     q1 = result.questions["q1"]
-    assert (result.status, q1.score, q1.possible) == ("graded", 9.0, 9.0), q1.output
+    assert (result.status, q1.score, q1.possible) == ("graded", 10.0, 10.0), q1.output
 
 
 @pytest.mark.parametrize("paper", PAPERS)
