@@ -322,3 +322,18 @@ def test_sandbox_uids_come_from_a_large_range_and_skip_uids_in_use(monkeypatch: 
 def test_kill_uid_refuses_a_uid_it_did_not_draw() -> None:
     with pytest.raises(ValueError):
         sandbox.kill_uid(61000)
+
+
+def test_grader_side_tests_run_torch_on_the_sandboxes_thread_count() -> None:
+    """The grader's own re-runs use the submission's thread count, then the caller's comes back."""
+    from reprokit.grading import _deterministic
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with _deterministic(0):
+            inside = torch.get_num_threads()
+        assert inside == sandbox.GRADED_THREADS
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -540,8 +540,16 @@ def grade(
 
 @contextlib.contextmanager
 def _deterministic(seed: int | None):
-    """Derandomized hypothesis and seeded RNGs while the grader runs tests."""
+    """Derandomized hypothesis, seeded RNGs and torch on :data:`sandbox.GRADED_THREADS`
+    threads while the grader runs tests. A test that re-runs the authors' code then computes
+    with the thread count the submission had in the sandbox, whatever the grading machine's
+    core count: at high learning rates a different reduction order changes the trained
+    weights, and the grade must not depend on the machine."""
+    import torch
     from hypothesis import settings
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(sandbox.GRADED_THREADS)
 
     settings.register_profile("reprokit-grading-engine", derandomize=True, database=None,
                               deadline=None, print_blob=False)
@@ -556,6 +564,7 @@ def _deterministic(seed: int | None):
             yield
     finally:
         settings.load_profile(previous)
+        torch.set_num_threads(threads)
 
 
 def _run_tests(zygote: sandbox.Zygote, tests: list[Any], ag: Autograder, total_cpu: float,
