@@ -16,15 +16,15 @@ the same kind of CPU regenerate the files bit for bit.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from reprokit.weights import make_weights_main
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -78,23 +78,7 @@ def build() -> tuple[dict[str, bytes], dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the weights and manifest.json, or with --check compare a fresh build to them."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="retrain and compare; write nothing")
-    args = parser.parse_args(argv)
-    files, manifest = build()
-    print(json.dumps(manifest["models"], indent=2))
-    if args.check:
-        differ = [n for n, b in files.items() if (HERE / n).read_bytes() != b]
-        if differ:
-            print(f"regenerated weights differ from the shipped ones: {differ} "
-                  "(another torch version, thread count or CPU type?)")
-            return 1
-        print("regenerated weights are bit-identical to the shipped ones")
-        return 0
-    for name, data in files.items():
-        (HERE / name).write_bytes(data)
-    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return 0
+    return make_weights_main(build, HERE, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

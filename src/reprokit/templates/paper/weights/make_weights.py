@@ -12,14 +12,14 @@ kind of CPU regenerates the file bit for bit.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
-import json
 import sys
 from pathlib import Path
 
 import torch
+
+from reprokit.weights import make_weights_main
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -37,8 +37,8 @@ def load_weights(path: str | Path) -> classifier.MLP:
     return model.eval()
 
 
-def build() -> tuple[bytes, dict]:
-    """Train the model; return the file's bytes and the manifest describing it."""
+def build() -> tuple[dict[str, bytes], dict]:
+    """Train the model; return the file to ship (name -> bytes) and the manifest describing it."""
     torch.set_num_threads(1)
     run = classifier.run_experiment(seed=SEED)
     buffer = io.BytesIO()
@@ -52,24 +52,12 @@ def build() -> tuple[bytes, dict]:
                 "train_acc": classifier.evaluate(model, split.X_train, split.y_train),
                 "test_acc": classifier.evaluate(model, split.X_test, split.y_test),
                 "sha256": hashlib.sha256(data).hexdigest()}
-    return data, manifest
+    return {NAME: data}, manifest
 
 
 def main(argv: list[str] | None = None) -> int:
     """Write the weights and manifest.json, or with --check compare a fresh build to them."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="retrain and compare; write nothing")
-    args = parser.parse_args(argv)
-    data, manifest = build()
-    print(json.dumps({k: manifest[k] for k in ("train_acc", "test_acc")}))
-    if args.check:
-        same = (HERE / NAME).read_bytes() == data
-        print("regenerated weights are bit-identical to the shipped ones" if same else
-              "regenerated weights differ from the shipped ones (another torch version or CPU?)")
-        return 0 if same else 1
-    (HERE / NAME).write_bytes(data)
-    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return 0
+    return make_weights_main(build, HERE, argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
