@@ -2,16 +2,16 @@
 
 Each submission in ``tests/fixtures/corpus/<paper>/<level>/<name>.py`` is the level's reference
 solution with a few code edits (see the corpus README). It is graded through reprokit's
-engine (:func:`reprokit.grading.grade`: the student's code in a sandbox process, the tests
-in the grader) and through Otter's own ``otter run`` (everything in one kernel). Every
-question must get the same score on both paths and the score set by hand before grading;
-correct-but-different submissions must earn full marks and typical mistakes less.
+engine (the student's code in a sandbox process, the tests in the grader), all of a level's
+submissions in one ``reprokit regrade`` batch of two worker processes (the path a TA uses),
+and through Otter's own ``otter run`` (everything in one kernel). Every question must get
+the same score on both paths and the score set by hand before grading; correct-but-different
+submissions must earn full marks and typical mistakes less.
 
-Cost (measured on 2 loaded cores): one submission takes about 35-80 s per path, so the
-whole corpus takes tens of minutes. The default run grades every submission through
-``reprokit grade`` and a representative subset (``OTTER_SUBSET``: one correct and one
-mistake per level) through ``otter run`` too; ``REPROKIT_CORPUS_ALL_OTTER=1`` grades every
-submission through both paths.
+Cost: a submission takes 10-40 CPU-s through reprokit's engine, 40-80 s wall through
+``otter run``. The default run grades every submission through reprokit's engine and a
+representative subset (``OTTER_SUBSET``) through ``otter run`` too;
+``REPROKIT_CORPUS_ALL_OTTER=1`` grades every submission through both paths.
 """
 
 from __future__ import annotations
@@ -72,6 +72,31 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return get
 
 
+@pytest.fixture(scope="module")
+def regraded(built, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Per level: every corpus submission graded in one ``reprokit regrade`` batch (two
+    worker processes, as a TA would grade a class). Results by submission name."""
+    from reprokit.regrade import regrade
+
+    cache: dict = {}
+
+    def get(level: str) -> dict:
+        if level not in cache:
+            zip_path, solution = built(level)
+            root = tmp_path_factory.mktemp(level.replace("/", "-"))
+            for lv, name in _submissions():
+                if lv == level:
+                    spec = runpy.run_path(str(CORPUS / level / f"{name}.py"))
+                    (root / "in" / name).mkdir(parents=True)
+                    make_submission(solution, spec["EDITS"],
+                                    root / "in" / name / f"{level.split('/')[1]}.ipynb")
+            summary = regrade(root / "in", zip_path, jobs=2, out=root / "out", timeout_s=1800)
+            cache[level] = summary.results
+        return cache[level]
+
+    return get
+
+
 def make_submission(solution: Path, edits: list[tuple[str, str]], dest: Path) -> Path:
     """The solution notebook with each ``(old, new)`` edit applied to exactly one code cell."""
     nb = nbformat.read(solution, as_version=4)
@@ -125,14 +150,10 @@ def test_every_corpus_edit_applies_once_to_the_current_solution(level: str, name
 @pytest.mark.slow
 @pytest.mark.parametrize(("level", "name"), _submissions())
 def test_submission_scores_the_same_on_both_paths_and_as_set_by_hand(
-        level: str, name: str, built, tmp_path: Path) -> None:
-    from reprokit.grading import grade
-
+        level: str, name: str, built, regraded, tmp_path: Path) -> None:
     spec = runpy.run_path(str(CORPUS / level / f"{name}.py"))
     zip_path, solution = built(level)
-    notebook = make_submission(solution, spec["EDITS"], tmp_path / f"{level.split('/')[1]}.ipynb")
-
-    result = grade(notebook, zip_path, timeout_s=1800)
+    result = regraded(level)[name]  # reprokit's engine, through the batch path
     assert result.status == "graded", result.message
     ours = {q.name: q.score for q in result.questions.values()}
     possible = {q.name: q.possible for q in result.questions.values()}
@@ -144,5 +165,6 @@ def test_submission_scores_the_same_on_both_paths_and_as_set_by_hand(
         assert sum(ours.values()) < sum(possible.values())
 
     if (level, name) in OTTER_SUBSET or os.environ.get("REPROKIT_CORPUS_ALL_OTTER") == "1":
+        notebook = make_submission(solution, spec["EDITS"], tmp_path / f"{level.split('/')[1]}.ipynb")
         theirs = _otter_scores(notebook, zip_path, tmp_path / "otter")
         assert theirs == pytest.approx(ours), f"otter run {theirs} != reprokit grade {ours}"
