@@ -69,7 +69,9 @@ def test_honest_suite_written_differently_keeps_full_marks(paper: str, name: str
                                                            tmp_path: Path) -> None:
     result = _grade(levels(paper), honest_for(paper)[name], tmp_path / f"{name}.ipynb")
     q1 = result.questions["q1"]
-    assert (result.status, q1.score, q1.possible) == ("graded", 10.0, 10.0), q1.output
+    # full marks: the public point and one per hidden chaff (9 for Zhang, 8 for BatchNorm)
+    hidden = len(list((ASSIGNMENTS / paper / "chaffs" / "hidden").glob("*.py")))
+    assert (result.status, q1.score, q1.possible) == ("graded", 1.0 + hidden, 1.0 + hidden), q1.output
 
 
 @pytest.mark.parametrize("paper", PAPERS)
