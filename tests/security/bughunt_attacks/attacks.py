@@ -13,6 +13,9 @@ are written again against that paper's API (``BATCHNORM_ATTACKS``, ``BATCHNORM_H
 
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
 ATTACKS: dict[str, dict] = {
     # --- measured in issue 9
     "frames-read-source": {"defence": "compiled implementations", "before": 9, "after": 0, "cell": '''
@@ -358,52 +361,12 @@ def test_not_any_chaff_file_on_disk(implementation):
         assert shape(load_compiled(compile_implementation(path))) != mine, "a chaff"
 '''}
 
+#: The honest suite written unlike the reference is the corpus's correct submission for
+#: BatchNorm's level 4 (one text, graded there through both paths and here against the hunt).
 BATCHNORM_HONEST: dict[str, str] = {
-    "torch-as-the-oracle": '''
-def test_layer_matches_torch_batchnorm1d_in_both_modes(implementation):
-    ours, ref = implementation.BatchNorm(4), torch.nn.BatchNorm1d(4)
-    for scale in (1.0, 1e-3):  # features that vary, and features that barely do
-        x = torch.randn(32, 4) * scale + 0.5
-        assert torch.allclose(ours(x), ref(x), atol=1e-4, rtol=1e-3), f"training output (scale {scale})"
-    assert torch.allclose(ours.running_mean, ref.running_mean, atol=1e-6), "running mean"
-    assert torch.allclose(ours.running_var, ref.running_var, atol=1e-6), "running variance"
-    ours.eval()
-    ref.eval()
-    before = ours.running_var.clone()
-    x = torch.randn(5, 4)
-    assert torch.allclose(ours(x), ref(x), atol=1e-5), "eval-mode output"
-    assert torch.equal(ours.running_var, before), "eval mode moved the running variance"
-
-
-def test_gamma_and_beta_receive_gradients(implementation):
-    bn = implementation.BatchNorm(3)
-    (bn(torch.randn(8, 3)) ** 3).sum().backward()
-    grads = [p.grad for p in bn.parameters()]
-    assert len(grads) == 2 and all(g is not None and g.abs().sum() > 0 for g in grads), grads
-
-
-def test_evaluate_leaves_the_model_as_it_was(implementation):
-    model = implementation.build_model(seed=1, hidden=(16,))
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    implementation.evaluate(model, torch.rand(3, 64), torch.tensor([0, 1, 2]))
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, state[k]), f"evaluate changed {k}"
-    assert model.training, "evaluate did not restore training mode"
-
-
-def test_every_sigmoid_input_is_batch_normalised(implementation):
-    model = implementation.build_model(seed=3, hidden=(12, 12))
-    for z in model.sigmoid_inputs(torch.rand(256, 64) * 4):
-        assert z.mean(0).abs().max() < 1e-3, "a sigmoid input is not centred over the batch"
-        assert (z.var(0, unbiased=False) - 1).abs().max() < 1e-2, "nor of unit variance"
-
-
-def test_training_is_reproducible(implementation):
-    a = implementation.run_experiment(seed=4, epochs=1, hidden=(6,))["state_dict"]
-    torch.manual_seed(123)
-    b = implementation.run_experiment(seed=4, epochs=1, hidden=(6,))["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a), "the same seed trained another network"
-''',
+    "torch-as-the-oracle": runpy.run_path(str(
+        Path(__file__).resolve().parents[2] / "fixtures" / "corpus" / "ioffe2015-batchnorm"
+        / "04-validate" / "correct_compares_with_torch.py"))["MINE"],
 }
 
 #: The paper folder -> its rewritten attacks and honest suites; the rest are Zhang's, which
