@@ -19,9 +19,10 @@ verdict on every run, and a failure shrinks to a small example before it is repo
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,26 @@ def _make_labels(n: int, num_classes: int, label_seed: int, pattern: str) -> np.
 # ----------------------------------------------------------------------------- checks
 
 
+@contextlib.contextmanager
+def _global_seeds(value: int) -> Iterator[None]:
+    """torch's, NumPy's and ``random``'s global generators seeded with ``value``; their
+    previous states come back afterwards."""
+    import random
+
+    import torch
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(value)
+        np.random.seed(value)
+        random.seed(value)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
 def check_label_corruption(
     corrupt: Callable[..., Any],
     *,
@@ -204,7 +225,8 @@ def check_label_corruption(
 
     * the output has one integer label in ``0..K-1`` per input;
     * ``p = 0`` returns the labels unchanged, ``p = 1`` gives uniform classes;
-    * the same seed gives the same labels; different seeds give different labels (large n);
+    * the same seed gives the same labels, whatever the global seeds of torch, NumPy and
+      ``random`` are; different seeds give different labels (large n);
     * the changed fraction, overall and in each half of the vector, is within
       :func:`binomial_bound` (``sigmas`` sigma plus a one-label slack) of ``p (1 - 1/K)``.
 
@@ -254,6 +276,16 @@ def check_label_corruption(
             f"the same call corrupt_labels(y, p=0.5, seed=7) twice gave different labels "
             f"({int(np.sum(a != b))} of {y.size} differ): draw with your own "
             "torch.Generator().manual_seed(seed), not the global random generator")
+    # the labels follow from `seed` alone, not from a seed the caller set elsewhere
+    with _global_seeds(1):
+        g1 = run(y, 0.5, 7)
+    with _global_seeds(2):
+        g2 = run(y, 0.5, 7)
+    if not np.array_equal(g1, g2):
+        raise PropertyError(
+            f"corrupt_labels(y, p=0.5, seed=7) gave other labels after torch.manual_seed(1) than "
+            f"after torch.manual_seed(2) ({int(np.sum(g1 != g2))} of {y.size} differ): the "
+            "labels must follow from `seed` alone, not from the global random state")
     c = run(y, 0.5, 8)
     if np.array_equal(a, c):
         raise PropertyError(f"seed=7 and seed=8 gave identical labels for n={y.size}, p=0.5: "
