@@ -19,10 +19,9 @@ verdict on every run, and a failure shrinks to a small example before it is repo
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -186,26 +185,6 @@ def _make_labels(n: int, num_classes: int, label_seed: int, pattern: str) -> np.
 # ----------------------------------------------------------------------------- checks
 
 
-@contextlib.contextmanager
-def _global_seeds(value: int) -> Iterator[None]:
-    """torch's, NumPy's and ``random``'s global generators seeded with ``value``; their
-    previous states come back afterwards."""
-    import random
-
-    import torch
-
-    np_state, py_state = np.random.get_state(), random.getstate()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(value)
-        np.random.seed(value)
-        random.seed(value)
-        try:
-            yield
-        finally:
-            np.random.set_state(np_state)
-            random.setstate(py_state)
-
-
 def check_label_corruption(
     corrupt: Callable[..., Any],
     *,
@@ -237,6 +216,8 @@ def check_label_corruption(
     """
     from hypothesis import example, given
     from hypothesis import strategies as st
+
+    from reprokit.seeding import seeded
 
     K = num_classes
     expected_change = 1.0 - 1.0 / K
@@ -277,9 +258,9 @@ def check_label_corruption(
             f"({int(np.sum(a != b))} of {y.size} differ): draw with your own "
             "torch.Generator().manual_seed(seed), not the global random generator")
     # the labels follow from `seed` alone, not from a seed the caller set elsewhere
-    with _global_seeds(1):
+    with seeded(1):
         g1 = run(y, 0.5, 7)
-    with _global_seeds(2):
+    with seeded(2):
         g2 = run(y, 0.5, 7)
     if not np.array_equal(g1, g2):
         raise PropertyError(
