@@ -242,6 +242,13 @@ class Observation:
     captured: tuple[dict, ...] = field(default_factory=tuple)
     ops: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def reached(self) -> list[str]:
+        """Every watched thing the call reached, for a message: the functions (``calls``),
+        the built-ins that ran (``c_calls``) and ATen operators as ``"torch's <op>"``."""
+        return [*self.calls, *(name for name, n in self.c_calls.items() if n),
+                *(f"torch's {op}" for op in self.ops)]
+
 
 def _rng_states() -> dict[str, Any]:
     import numpy as np

@@ -185,8 +185,7 @@ def assert_own_code(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
 
     seen = observe_call(fn, tuple(args), dict(kwargs or {}), watch_calls=dict(forbidden or {}),
                         watch_c_calls=list(forbidden_c), watch_ops=list(forbidden_ops))
-    used = list(seen.calls) + [name for name, n in seen.c_calls.items() if n] + \
-        [f"torch's {op}" for op in seen.ops]
+    used = seen.reached
     assert not used, (
         f"{what} calls code it should re-implement ({', '.join(used)}); this level asks for "
         "your own implementation, written from the paper's text")

@@ -243,7 +243,7 @@ class RemoteModule(nn.Module):
             spec = self._forbid
             seen = observe_call(self._call, (request,), watch_calls=spec.get("calls"),
                                 watch_ops=spec.get("ops") or ())
-            found = [*seen.calls, *(f"torch's {op}" for op in seen.ops)]
+            found = seen.reached
             for f in found:
                 if f not in self.seen:
                     self.seen.append(f)
