@@ -26,7 +26,8 @@ authors' own, step for step; the script checks that its weights equal a plain
 
 Training runs on one CPU thread: with more threads torch splits sums differently, so the
 weights would depend on the machine's core count. One thread, the same torch version and
-the same kind of CPU regenerate the files bit for bit.
+the same kind of CPU regenerate the files bit for bit; on another kind, ``--check``
+compares the numbers in ``TOLERANCES`` instead.
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ def _serialise(state: dict) -> bytes:
     return buffer.getvalue()
 
 
+#: What ``--check`` accepts when retraining on another kind of CPU gives other bytes: the
+#: numbers level 1 and the README quote, per model.
+TOLERANCES = {"train_acc": 0.01, "test_acc": 0.02, "epochs_to_90": 2, "diverged": 0}
+
+
 def build() -> tuple[dict[str, bytes], dict]:
     """Train both models; return the files' bytes and the manifest describing them."""
     torch.set_num_threads(1)
@@ -142,7 +148,8 @@ def build() -> tuple[dict[str, bytes], dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the weights and manifest.json, or with --check compare a fresh build to them."""
-    return make_weights_main(build, HERE, argv, description=__doc__.splitlines()[0])
+    return make_weights_main(build, HERE, argv, description=__doc__.splitlines()[0],
+                             tolerances=TOLERANCES)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ in the folder's README) are those of the float16 weights loaded this way.
 
 Training runs on one CPU thread: with more threads torch splits sums differently, so the
 weights would depend on the machine's core count. One thread, the same torch version and
-the same kind of CPU regenerate the files bit for bit.
+the same kind of CPU regenerate the files bit for bit; on another kind, ``--check``
+compares the numbers in ``TOLERANCES`` instead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ sys.path.insert(0, str(HERE.parent))
 from authors import randlabels  # noqa: E402
 
 SEED = 0
+#: What ``--check`` accepts when retraining on another kind of CPU gives other bytes: the
+#: numbers level 1 and the README quote, per model (both fit their training labels; the
+#: random-label model's 60 epochs of SGD amplify rounding, measured: 94 % of its first-layer
+#: weights differ, its training accuracy is still 1.0 and its test accuracy the same).
+TOLERANCES = {"train_acc": 0.01, "test_acc": 0.03, "epochs_to_fit": 5}
 #: file name -> label corruption level p (Sec. 2.1: p = 1 is "random labels").
 WEIGHTS = {"true-labels.pt": 0.0, "random-labels.pt": 1.0}
 
@@ -78,7 +84,8 @@ def build() -> tuple[dict[str, bytes], dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the weights and manifest.json, or with --check compare a fresh build to them."""
-    return make_weights_main(build, HERE, argv, description=__doc__.splitlines()[0])
+    return make_weights_main(build, HERE, argv, description=__doc__.splitlines()[0],
+                             tolerances=TOLERANCES)
 
 
 if __name__ == "__main__":
