@@ -218,3 +218,77 @@ def test_short_repr_keeps_the_closing_quote():
     with pytest.raises(UntrustedValue) as info:
         as_choice("Bz", "q")
     assert str(info.value).endswith("got 'Bz'")
+
+
+_WATCHED_SOURCE = '''
+def normalise(x, eps=1e-5):
+    """Long enough to be worth copying: a whole computation, not a one-liner."""
+    if x.dim() != 2:
+        raise ValueError("expected (batch, features), got " + str(tuple(x.shape)))
+    m = x.shape[0]
+    mu = x.sum(dim=0) / m
+    var = ((x - mu) ** 2).sum(dim=0) / m
+    x_hat = (x - mu) / torch.sqrt(var + eps)
+    scale = torch.ones(x.shape[1])
+    shift = torch.zeros(x.shape[1])
+    out = scale * x_hat + shift
+    out = out.reshape(m, -1).contiguous()
+    if not torch.isfinite(out).all():
+        raise FloatingPointError("normalisation gave a value that is not finite")
+    return out
+'''
+
+
+def test_a_recompiled_copy_of_a_watched_function_is_recorded_as_a_call(tmp_path, monkeypatch):
+    import inspect
+
+    from reprokit.audit import observe_call
+
+    pkg = tmp_path / "authorsx"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "layer.py").write_text("import torch\n" + _WATCHED_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from authorsx import layer as authors_layer
+
+    ns = {"torch": torch}
+    exec(compile(inspect.getsource(authors_layer.normalise), "my_own.py", "exec"), ns)
+    copied = ns["normalise"]
+    x = torch.randn(6, 3)
+    watch = {"authorsx/layer.py": ["normalise"]}
+    seen = observe_call(copied, (x,), watch_calls=watch)
+    assert seen.calls == ("authorsx/layer.py:normalise (a copy)",)
+    # renaming every local does not hide it; an own implementation is not a copy
+    renamed = _WATCHED_SOURCE.replace("x_hat", "z").replace("mu", "mean").replace("var", "v")
+    exec(compile(renamed, "renamed.py", "exec"), ns)
+    assert observe_call(ns["normalise"], (x,), watch_calls=watch).calls == (
+        "authorsx/layer.py:normalise (a copy)",)
+
+    def own(x):
+        centred = x - x.mean(dim=0)
+        return centred / torch.sqrt(centred.pow(2).mean(dim=0) + 1e-5)
+
+    assert observe_call(own, (x,), watch_calls=watch).calls == ()
+
+
+def test_a_thread_started_while_torch_ops_are_watched_is_recorded(tmp_path):
+    import threading
+
+    import torch.nn.functional as F
+
+    from reprokit.audit import TORCH_NORM_OPS, UNWATCHED_THREAD, observe_call
+
+    def in_a_thread(x):
+        out = {}
+        t = threading.Thread(target=lambda: out.update(y=F.batch_norm(
+            x, None, None, training=True)))
+        t.start()
+        t.join()
+        return out["y"]
+
+    seen = observe_call(in_a_thread, (torch.randn(4, 3),), watch_ops=TORCH_NORM_OPS)
+    assert not any("batch_norm" in op for op in seen.ops)  # the dispatch mode cannot see it ...
+    assert seen.ops.get(UNWATCHED_THREAD) == 1  # ... so the thread itself is recorded
+    assert f"torch's {UNWATCHED_THREAD}" in seen.reached
+    plain = observe_call(lambda x: x * 2, (torch.randn(4, 3),), watch_ops=TORCH_NORM_OPS)
+    assert plain.ops == {}

@@ -307,6 +307,80 @@ def _audit_open(event: str, args: tuple) -> None:
 _HOOKED = False
 
 
+#: The built-ins that start a thread. A dispatch mode (``watch_ops``) and the profiler
+#: (``watch_calls``) see only the calling thread, so a thread started by the observed call is
+#: itself recorded, as an operator that could not be watched.
+_THREAD_STARTS = frozenset({"start_new_thread", "start_joinable_thread"})
+#: How a started thread shows in :attr:`Observation.ops`.
+UNWATCHED_THREAD = "operators in a thread it started (not watched)"
+#: Code objects shorter than this (bytes of bytecode) are too small to call a copy: an honest
+#: constructor (``super().__init__()`` and the same attributes in the same order) can match
+#: the authors' instruction for instruction; a forward pass or a training loop does not.
+_MIN_COPY_BYTES = 600
+
+
+def _source_for(suffix: str) -> str | None:
+    """The text of the watched file ending in ``suffix``: a loaded module's file, else the
+    first match below the working folder or a ``sys.path`` entry."""
+    from pathlib import Path
+
+    candidates = [getattr(m, "__file__", None) for m in list(_sys.modules.values())]
+    paths = [Path(f) for f in candidates if isinstance(f, str) and f.replace("\\", "/").endswith(suffix)]
+    paths += [Path(base or ".") / suffix for base in ["", *_sys.path] if isinstance(base, str)]
+    for path in paths:
+        try:
+            return path.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+    return None
+
+
+def _shape(code: Any) -> tuple:
+    """A code object's instructions without what the compiler varies for the same source
+    (jump offsets, ``LOAD_METHOD`` against ``LOAD_ATTR``, the ``NULL +`` of a global call)
+    and without local variable names: the same function, wherever it was compiled."""
+    import dis
+
+    jumps = set(dis.hasjrel) | set(dis.hasjabs)
+    out = []
+    for ins in dis.get_instructions(code):
+        op = "LOAD_ATTR" if ins.opname == "LOAD_METHOD" else ins.opname
+        if op in ("CACHE", "NOP", "RESUME", "EXTENDED_ARG"):
+            continue
+        if ins.opcode in jumps or op.startswith(("LOAD_FAST", "STORE_FAST", "DELETE_FAST")):
+            out.append((op,))
+        else:
+            out.append((op, str(ins.argrepr).replace("NULL + ", "").replace(" + NULL", "")))
+    return tuple(out)
+
+
+def _fingerprints(watch_calls: dict[str, set[str]]) -> dict[tuple, str]:
+    """The instructions (:func:`_shape`) of every watched function, from its file's source,
+    mapped to ``suffix:qualname``. The same source compiled anywhere else (``exec`` of
+    ``inspect.getsource`` under another file name, a pasted copy with renamed locals) has
+    the same instructions, so a copy is recorded as a call. Comprehensions, lambdas and
+    code shorter than :data:`_MIN_COPY_BYTES` are left out: too generic to call a copy."""
+    prints: dict[tuple, str] = {}
+    for suffix, names in watch_calls.items():
+        text = _source_for(suffix)
+        if text is None:
+            continue
+        try:
+            top = compile(text, suffix, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            continue
+        stack = [top]
+        while stack:
+            code = stack.pop()
+            stack.extend(c for c in code.co_consts if hasattr(c, "co_code"))
+            qual = getattr(code, "co_qualname", code.co_name)
+            if code is top or code.co_name.startswith("<") or len(code.co_code) < _MIN_COPY_BYTES:
+                continue
+            if "*" in names or qual in names:
+                prints[_shape(code)] = f"{suffix}:{qual}"
+    return prints
+
+
 def _op_recorder(watch: tuple[str, ...], seen: dict[str, int]) -> Any:
     """A torch dispatch mode that counts the ATen operators whose name contains a watched
     string. It sits below every Python entry point (modules, ``torch.nn.functional``,
@@ -355,11 +429,17 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
             "grad": bool(torch.is_grad_enabled()),
         })
 
+    ops: dict[str, int] = {}
+    prints = _fingerprints(watch_calls) if watch_calls else {}
+    copies: dict[int, tuple[Any, str | None]] = {}  # id(code) -> (code, what it copies)
+
     def profile(frame: Any, event: str, arg: Any) -> None:
         if event == "c_call":
             name = getattr(arg, "__name__", None)
             if name in c_names:
                 c_calls[name] = c_calls.get(name, 0) + 1
+            if name in _THREAD_STARTS and watch_ops:
+                ops[UNWATCHED_THREAD] = ops.get(UNWATCHED_THREAD, 0) + 1
             return
         if event != "call":
             return
@@ -370,11 +450,21 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
                 qual = getattr(code, "co_qualname", code.co_name)
                 if qual in names:
                     grab(frame, suffix, qual)
+        matched = False
         for suffix, names in watch_calls.items():
             if filename.endswith(suffix):
+                matched = True
                 qual = getattr(code, "co_qualname", code.co_name)
                 if ("*" in names or qual in names) and f"{suffix}:{qual}" not in calls:
                     calls.append(f"{suffix}:{qual}")
+        if prints and not matched:
+            known = copies.get(id(code))
+            if known is None or known[0] is not code:
+                shape = None if code.co_name.startswith("<") else _shape(code)
+                known = (code, prints.get(shape) if shape else None)
+                copies[id(code)] = known
+            if known[1] is not None and f"{known[1]} (a copy)" not in calls:
+                calls.append(f"{known[1]} (a copy)")
 
     opened: list[str] = []
     if watch_opens and not _HOOKED:
@@ -390,8 +480,7 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
     previous = _sys.getprofile()
     if watch_opens:
         _OPEN_WATCH.append(entry)
-    profiled = bool(watch_calls or c_names or capture)
-    ops: dict[str, int] = {}
+    profiled = bool(watch_calls or c_names or capture or watch_ops)
     recorder = _op_recorder(tuple(watch_ops), ops) if watch_ops else None
     if recorder is not None:
         recorder.__enter__()
