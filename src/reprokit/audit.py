@@ -27,6 +27,7 @@ only receives a proxy that calls back for each attribute read.
 
 from __future__ import annotations
 
+import functools
 import random as _random
 import sys as _sys
 from collections.abc import Iterator
@@ -363,21 +364,29 @@ def _fingerprints(watch_calls: dict[str, set[str]]) -> dict[tuple, str]:
     prints: dict[tuple, str] = {}
     for suffix, names in watch_calls.items():
         text = _source_for(suffix)
-        if text is None:
+        if text is not None:
+            prints.update(_file_fingerprints(suffix, frozenset(names), text))
+    return prints
+
+
+@functools.lru_cache(maxsize=32)
+def _file_fingerprints(suffix: str, names: frozenset[str], text: str) -> dict[tuple, str]:
+    """:func:`_fingerprints` for one file's text (a remote layer is observed at every
+    request: the file is compiled once)."""
+    prints: dict[tuple, str] = {}
+    try:
+        top = compile(text, suffix, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return prints
+    stack = [top]
+    while stack:
+        code = stack.pop()
+        stack.extend(c for c in code.co_consts if hasattr(c, "co_code"))
+        qual = getattr(code, "co_qualname", code.co_name)
+        if code is top or code.co_name.startswith("<") or len(code.co_code) < _MIN_COPY_BYTES:
             continue
-        try:
-            top = compile(text, suffix, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError):
-            continue
-        stack = [top]
-        while stack:
-            code = stack.pop()
-            stack.extend(c for c in code.co_consts if hasattr(c, "co_code"))
-            qual = getattr(code, "co_qualname", code.co_name)
-            if code is top or code.co_name.startswith("<") or len(code.co_code) < _MIN_COPY_BYTES:
-                continue
-            if "*" in names or qual in names:
-                prints[_shape(code)] = f"{suffix}:{qual}"
+        if "*" in names or qual in names:
+            prints[_shape(code)] = f"{suffix}:{qual}"
     return prints
 
 
