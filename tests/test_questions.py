@@ -145,3 +145,18 @@ def test_level_4_helpers_score_chaffs_caught_and_zero_a_wheat_failure(
     strict = dict(tests, test_pins_the_authors_split=test_pins_the_authors_split)
     with pytest.raises(AssertionError, match="wheat"):
         assert_hidden_chaff_caught(strict, 1, n_chaffs=2)
+
+
+def test_rows_to_rerun_draws_k_distinct_rows_from_the_submission_itself() -> None:
+    from reprokit.questions import rows_to_rerun
+
+    table = [{"seed": s, "acc": 0.9 + s / 100} for s in range(8)]
+    drawn = rows_to_rerun(table, 8, 3)
+    assert drawn == sorted(set(drawn)) and len(drawn) == 3 and all(0 <= i < 8 for i in drawn)
+    assert rows_to_rerun(table, 8, 3) == drawn  # a regrade draws the same rows
+    assert rows_to_rerun(table, 4, 5) == [0, 1, 2, 3]  # a short table: every row
+    others = {tuple(rows_to_rerun([dict(r, acc=r["acc"] + e) for r in table], 8, 3))
+              for e in (0.001, 0.002, 0.003, 0.004, 0.005)}
+    assert len(others) > 1, "another table should draw other rows"
+    with pytest.raises(ValueError):
+        rows_to_rerun(table, 0, 3)

@@ -12,6 +12,7 @@ patterns the first paper's notebooks wrote out by hand, once per question or per
   test fails on a wheat, and the chaff numbered ``index`` is caught;
 * :func:`submission_rng` -- a ``random.Random`` seeded by what the submission reported,
   so a grader re-runs rows it draws (any row can be drawn; a regrade draws the same);
+  :func:`rows_to_rerun` draws several at once (one drawn row lets made-up rows through);
 * :func:`into_model` -- a state dict the student's code returned, loaded into the
   grader's own copy of the authors' model, with a message a student can act on;
 * :func:`assert_own_code` -- a re-implementation that calls the code it re-implements
@@ -40,6 +41,7 @@ __all__ = [
     "assert_public_hunt",
     "hunt_tests",
     "into_model",
+    "rows_to_rerun",
     "submission_rng",
 ]
 
@@ -130,14 +132,29 @@ def assert_hidden_chaff_caught(TESTS: Any, index: int, *, n_chaffs: int | None =
 def submission_rng(reported: Any, salt: str = "") -> random.Random:
     """A ``random.Random`` seeded by the submission's reported values (made plain first).
 
-    A hidden test that re-runs one row of a table the student reported draws the row
-    with it: every row can be drawn, so none may be made up, and the same submission
-    always draws the same row, so its grade does not change on a regrade.
+    A hidden test that re-runs rows of a table the student reported draws them with it
+    (:func:`rows_to_rerun`): every row can be drawn, and the same submission always draws
+    the same rows, so its grade does not change on a regrade.
     """
     from reprokit.plain import plain
 
     text = json.dumps(plain(reported, "reported values"), sort_keys=True, default=str)
     return random.Random(hashlib.sha256((salt + text).encode()).digest())
+
+
+def rows_to_rerun(reported: Any, n_rows: int, k: int, salt: str = "") -> list[int]:
+    """The indices of ``k`` of a reported table's ``n_rows`` rows (every row when
+    ``n_rows <= k``), in order, drawn with :func:`submission_rng`: the rows a hidden test
+    re-runs with the authors' code.
+
+    Re-run as many as the grading budget allows. One drawn row lets made-up rows through
+    most of the time: an outside audit made up 3 of 8 rows of a BatchNorm table and kept
+    full marks. With ``m`` made-up rows of ``n``, the chance that none is drawn is
+    ``C(n - m, k) / C(n, k)``, and 0 once ``m > n - k``.
+    """
+    if n_rows < 1 or k < 1:
+        raise ValueError(f"need at least one row and k >= 1, got n_rows={n_rows}, k={k}")
+    return sorted(submission_rng(reported, salt).sample(range(n_rows), min(k, n_rows)))
 
 
 def into_model(value: Any, model: Any, what: str = "state_dict") -> Any:
