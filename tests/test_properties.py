@@ -267,3 +267,41 @@ def test_authors_and_wheat_corruptions_pass(relpath):
 def test_chaff_corruptions_are_caught(relpath):
     with pytest.raises(PropertyError):
         check_label_corruption(_corrupt_labels_from(relpath))
+
+
+def only_low_classes(y, p, seed, num_classes=10):
+    """Bug (found by an outside audit): u = rand; if u < p the label becomes floor(u * K), so
+    only classes below p * K ever appear. The fraction changed is right on balanced labels."""
+    y = torch.as_tensor(y, dtype=torch.long)
+    g = torch.Generator().manual_seed(int(seed))
+    u = torch.rand(y.shape, generator=g)
+    return torch.where(u < p, (u * num_classes).long().clamp(max=num_classes - 1), y)
+
+
+def classes_present_only(y, p, seed, num_classes=10):
+    """Bug (found by an outside audit): the new class is drawn from the classes present in y."""
+    y = torch.as_tensor(y, dtype=torch.long)
+    g = torch.Generator().manual_seed(int(seed))
+    present = torch.unique(y)
+    replace = torch.rand(y.shape, generator=g) < p
+    pick = present[torch.randint(0, len(present), y.shape, generator=g)]
+    return torch.where(replace, pick, y)
+
+
+def in_place(y, p, seed, num_classes=10):
+    """Bug (found by an outside audit): the caller's labels are overwritten in place."""
+    g = torch.Generator().manual_seed(int(seed))
+    replace = torch.rand(y.shape, generator=g) < p
+    y[replace] = torch.randint(0, num_classes, y.shape, generator=g)[replace]
+    return y
+
+
+@pytest.mark.parametrize(("bug", "words"), [
+    (only_low_classes, "drawn uniformly from all 10"),
+    (classes_present_only, "drawn uniformly from all 10"),
+    (in_place, "changed its input y in place"),
+])
+def test_audit_found_corruption_bugs_are_caught(bug, words):
+    with pytest.raises(PropertyError) as info:
+        check_label_corruption(bug, max_examples=10)
+    assert words in str(info.value), str(info.value)

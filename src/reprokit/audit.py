@@ -314,6 +314,8 @@ _HOOKED = False
 _THREAD_STARTS = frozenset({"start_new_thread", "start_joinable_thread"})
 #: How a started thread shows in :attr:`Observation.ops`.
 UNWATCHED_THREAD = "operators in a thread it started (not watched)"
+#: ... and in :attr:`Observation.calls` when calls are watched.
+UNWATCHED_CALLS = "a thread it started (calls there are not watched)"
 #: Code objects shorter than this (bytes of bytecode) are too small to call a copy: an honest
 #: constructor (``super().__init__()`` and the same attributes in the same order) can match
 #: the authors' instruction for instruction; a forward pass or a training loop does not.
@@ -447,8 +449,11 @@ def observe_here(fn: Any, args: tuple = (), kwargs: dict | None = None, *,
             name = getattr(arg, "__name__", None)
             if name in c_names:
                 c_calls[name] = c_calls.get(name, 0) + 1
-            if name in _THREAD_STARTS and watch_ops:
-                ops[UNWATCHED_THREAD] = ops.get(UNWATCHED_THREAD, 0) + 1
+            if name in _THREAD_STARTS:
+                if watch_ops:
+                    ops[UNWATCHED_THREAD] = ops.get(UNWATCHED_THREAD, 0) + 1
+                if watch_calls and UNWATCHED_CALLS not in calls:
+                    calls.append(UNWATCHED_CALLS)
             return
         if event != "call":
             return

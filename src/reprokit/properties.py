@@ -203,7 +203,10 @@ def check_label_corruption(
     Checked on fixed cases first, then on hypothesis-drawn ``(n, p, seed, labels)``:
 
     * the output has one integer label in ``0..K-1`` per input;
-    * ``p = 0`` returns the labels unchanged, ``p = 1`` gives uniform classes;
+    * ``p = 0`` returns the labels unchanged, ``p = 1`` gives uniform classes, and the new
+      class is uniform over all classes whatever the input labels are (all inputs one
+      class, ``p = 0.5``: every class at rate ``p/K``);
+    * the input ``y`` is not changed in place;
     * the same seed gives the same labels, whatever the global seeds of torch, NumPy and
       ``random`` are; different seeds give different labels (large n);
     * the changed fraction, overall and in each half of the vector, is within
@@ -224,7 +227,12 @@ def check_label_corruption(
 
     def run(labels: np.ndarray, p: float, s: int) -> np.ndarray:
         shown = f"corrupt_labels(y=<{labels.size} labels>, p={p!r}, seed={s})"
-        out = _call(corrupt, (_as_input(labels, input_type), p, s), {}, shown)
+        original = labels.copy()
+        given = _as_input(labels, input_type)
+        out = _call(corrupt, (given, p, s), {}, shown)
+        if not np.array_equal(np.asarray(given).reshape(-1), original):
+            raise PropertyError(f"{shown} changed its input y in place: return new labels and "
+                                "leave the caller's y as it was")
         return _labels_out(out, labels.size, K, shown)
 
     def check_fraction(y: np.ndarray, out: np.ndarray, p: float, s: int, where: str) -> None:
@@ -280,7 +288,6 @@ def check_label_corruption(
             f"with p=1 every label should be a uniform draw from all {K} classes, but class "
             f"{int(counts.argmin())} appeared {int(counts.min())} times in {y.size} (expected about "
             f"{y.size // K}; counts {counts.tolist()})")
-
     # --- hypothesis: any n, p, seed and labels; shrinks to the smallest failing case
     @_settings(max_examples)
     @given(n=st.integers(1, max_n),
@@ -309,6 +316,20 @@ def check_label_corruption(
             check_fraction(y[half:], out[half:], p, s, "in the second half")
 
     _run_property(prop)
+    # --- last (the checks above name the clearer cause when they fail): the new class is
+    # uniform over ALL K classes whatever the labels are. With every input label the same
+    # class, each other class appears at rate p/K; a draw from the classes present in y,
+    # or from the first p*K classes, leaves some at 0
+    same = np.full(2000, K - 1, dtype=np.int64)
+    counts = np.bincount(run(same, 0.5, 5), minlength=K)
+    for k in range(K):
+        q = 0.5 / K + (0.5 if k == K - 1 else 0.0)
+        if abs(counts[k] / same.size - q) > binomial_bound(same.size, q, sigmas=sigmas):
+            raise PropertyError(
+                f"with every input label {K - 1} and p=0.5, class {k} appeared {int(counts[k])} "
+                f"times in {same.size}; expected about {q * same.size:.0f} (p/K for each class, "
+                f"plus 1-p for the input's own): the new class is drawn uniformly from all {K} "
+                f"classes, whatever the labels are (counts {counts.tolist()})")
 
 
 def check_deterministic(fn: Callable[..., Any], *args: Any, what: str = "", **kwargs: Any) -> Any:
