@@ -65,7 +65,7 @@ def test_every_command_and_option_in_the_guide_exists() -> None:
                 assert word in known, f"{line}: {word} is not an option of reprokit {words[1]}"
 
 
-@pytest.mark.parametrize("name", ["assert_public_hunt", "assert_hidden_chaff_caught", "submission_rng",
+@pytest.mark.parametrize("name", ["assert_public_hunt", "assert_hidden_chaff_caught", "rows_to_rerun",
                                   "assert_own_code", "assert_choice", "into_model"])
 def test_the_helpers_the_guide_names_exist(name: str) -> None:
     assert name in GUIDE.read_text() and name in questions.__all__
